@@ -1,0 +1,411 @@
+"""Flax NNX decoder for the Llama (incl. SmolLM2), Qwen2/2.5, Qwen3 and Gemma 2/3 families.
+
+Parameter tree (mirrors Hugging Face names; Linear kernels are stored [in, out], i.e. HF ``weight.T``)::
+
+    embed_tokens.weight                       [V, H]
+    layers[i].input_layernorm.weight          [H]
+    layers[i].self_attn.{q,k,v,o}_proj.kernel (+ .bias on q/k/v for qwen2, on all four for llama
+                                              attention_bias)
+    layers[i].self_attn.{q,k}_norm.weight     [head_dim]          (qwen3, gemma3)
+    layers[i].post_attention_layernorm.weight [H]  (llama/qwen: the pre-MLP norm; gemma: post-attn norm,
+                                              exactly as HF names them)
+    layers[i].pre_feedforward_layernorm.weight, layers[i].post_feedforward_layernorm.weight   (gemma)
+    layers[i].mlp.{gate,up,down}_proj.kernel
+    norm.weight                               [H]
+    lm_head.kernel                            [H, V]              (absent when tie_embeddings)
+
+Every ``Linear`` has a ``lora`` slot (``None`` unless ``sepo_jax.model.lora`` attaches an adapter).
+
+Calling convention:
+
+* ``model(input_ids[B,T], attention_mask[B,T]) -> float32 logits [B,T,V]``. Positions are
+  ``cumsum(mask) - 1``, so left padding (or any masked hole) gives the same logits as the unpadded row.
+* KV cache: ``cache = model.init_cache(batch, max_len)``; ``logits, cache = model(ids, mask, cache=cache)``
+  appends the T new slots at ``cache.index`` (the same slot for every row: shapes stay static) and
+  attends over every valid slot written so far. Masked tokens are written as invalid slots and do not
+  advance a row's position, so a chunk may contain padding anywhere. ``cache.repeat(n)`` copies every
+  row n times (row ``b`` -> rows ``b*n .. b*n+n-1``): this is how the sampler shares one prefill
+  between the n samples of a prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
+_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static architecture description; hashable so it can live in the NNX graph definition."""
+
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  family: str = "llama"
+  rope_theta: float = 10000.0
+  # Rope scaling of the global layers, HF style ({"rope_type": "llama3", "factor": ...}); stored as a
+  # sorted tuple of items so the config stays hashable. Pass a dict, it is converted.
+  rope_scaling: Any = None
+  rope_local_theta: float | None = None  # gemma3 sliding layers (rope_local_base_freq)
+  rms_norm_eps: float = 1e-6
+  tie_embeddings: bool = True
+  attention_bias: bool = False
+  qk_norm: bool = False
+  hidden_act: str = "silu"  # or "gelu_tanh"
+  query_pre_attn_scalar: float | None = None  # attention scale = this ** -0.5 (default head_dim)
+  attn_logit_softcapping: float | None = None
+  final_logit_softcapping: float | None = None
+  sliding_window: int | None = None
+  layer_types: tuple[str, ...] | None = None  # "full_attention" / "sliding_attention" per layer
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise ValueError(f"ModelConfig.family={self.family!r}; expected one of {FAMILIES}")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.hidden_act not in ("silu", "gelu_tanh"):
+      raise ValueError(f"ModelConfig.hidden_act={self.hidden_act!r}; expected 'silu' or 'gelu_tanh'")
+    if isinstance(self.rope_scaling, dict):
+      object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+    scaling = dict(self.rope_scaling or ())
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type not in _ROPE_TYPES:
+      raise ValueError(f"rope_scaling type {rope_type!r} is not supported; expected one of {_ROPE_TYPES}")
+    if self.layer_types is None:
+      object.__setattr__(self, "layer_types", _default_layer_types(self.family, self.num_layers))
+    object.__setattr__(self, "layer_types", tuple(self.layer_types))
+    if len(self.layer_types) != self.num_layers:
+      raise ValueError(f"layer_types has {len(self.layer_types)} entries for num_layers={self.num_layers}")
+    if "sliding_attention" in self.layer_types and not self.sliding_window:
+      raise ValueError("layer_types contains 'sliding_attention' but sliding_window is not set")
+
+  @property
+  def is_gemma(self) -> bool:
+    return self.family in ("gemma2", "gemma3")
+
+  @classmethod
+  def from_hf(cls, config: dict, **overrides) -> ModelConfig:
+    """Builds the config from a Hugging Face ``config.json`` dict (transformers 4 or 5 layout)."""
+    if "text_config" in config:  # multimodal wrappers (Gemma 3 4B+) keep the decoder here
+      config = {**config["text_config"], "model_type": config["text_config"].get("model_type", "")}
+    model_type = config.get("model_type", "llama")
+    family = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+              "gemma3": "gemma3", "gemma3_text": "gemma3"}.get(model_type)
+    if family is None:
+      raise ValueError(f"config.json model_type={model_type!r} is not supported; expected one of "
+                       "llama, mistral, qwen2, qwen3, gemma2, gemma3(_text)")
+    gemma = family.startswith("gemma")
+    heads = config["num_attention_heads"]
+    # transformers 5: rope_parameters (per layer type for gemma3); transformers 4: rope_theta/rope_scaling.
+    rope = config.get("rope_parameters") or {}
+    local_rope = None
+    if "full_attention" in rope or "sliding_attention" in rope:
+      local_rope = rope.get("sliding_attention")
+      rope = rope.get("full_attention", {})
+    if not rope:
+      rope = dict(config.get("rope_scaling") or {})
+      rope["rope_theta"] = config.get("rope_theta", 10000.0)
+    scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+    if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+      scaling = None
+    local_theta = local_rope["rope_theta"] if local_rope else config.get("rope_local_base_freq")
+    sliding = config.get("sliding_window") if (gemma or config.get("use_sliding_window")) else None
+    layer_types = config.get("layer_types")
+    if layer_types is not None and sliding is None:
+      layer_types = ["full_attention"] * config["num_hidden_layers"]
+    act = config.get("hidden_activation") or config.get("hidden_act", "silu")
+    kwargs = dict(
+        vocab_size=config["vocab_size"],
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads") or heads,
+        head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+        family=family,
+        rope_theta=float(rope.get("rope_theta", 10000.0)),
+        rope_scaling=scaling,
+        rope_local_theta=float(local_theta) if (family == "gemma3" and local_theta) else None,
+        rms_norm_eps=config.get("rms_norm_eps", 1e-6),
+        tie_embeddings=config.get("tie_word_embeddings", True),
+        attention_bias=family == "qwen2" or bool(config.get("attention_bias", False)),
+        qk_norm=family in ("qwen3", "gemma3"),
+        hidden_act="gelu_tanh" if act.startswith("gelu") else "silu",
+        query_pre_attn_scalar=config.get("query_pre_attn_scalar") if gemma else None,
+        # transformers' Gemma 3 never applies attn_logit_softcapping (only Gemma 2 does); match it.
+        attn_logit_softcapping=config.get("attn_logit_softcapping") if family == "gemma2" else None,
+        final_logit_softcapping=config.get("final_logit_softcapping") if gemma else None,
+        sliding_window=sliding,
+        layer_types=tuple(layer_types) if layer_types else None,
+    )
+    if act not in ("silu", "gelu_pytorch_tanh", "gelu"):
+      raise ValueError(f"config.json hidden activation {act!r} is not supported")
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def _default_layer_types(family: str, num_layers: int) -> tuple[str, ...]:
+  if family == "gemma2":  # alternating, local first
+    return tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers))
+  if family == "gemma3":  # five local layers, then one global
+    return tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(num_layers))
+  return ("full_attention",) * num_layers
+
+
+def embedded_config(vocab_size: int, **overrides) -> ModelConfig:
+  """The embedded default: a ~3M-parameter Llama-style decoder that trains from scratch on a CPU."""
+  kwargs = dict(vocab_size=vocab_size, hidden_size=256, intermediate_size=768, num_layers=4, num_heads=8,
+                num_kv_heads=4, head_dim=32, family="llama", rope_theta=10000.0, rms_norm_eps=1e-5,
+                tie_embeddings=True)
+  return ModelConfig(**(kwargs | overrides))
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys/values of every layer plus the per-slot bookkeeping shared by all layers."""
+
+  k: jax.Array  # [L, B, S, K, D]
+  v: jax.Array  # [L, B, S, K, D]
+  pos: jax.Array  # [B, S] int32 position of each slot
+  valid: jax.Array  # [B, S] bool: slot written by an unmasked token
+  index: jax.Array  # [] int32 next slot to write (same for every row)
+  next_pos: jax.Array  # [B] int32 position of the next unmasked token per row
+
+  def repeat(self, n: int) -> KVCache:
+    """Every row copied n times, consecutively (group prefix sharing)."""
+    if n == 1:
+      return self
+    rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
+    return KVCache(rep(self.k, 1), rep(self.v, 1), rep(self.pos, 0), rep(self.valid, 0), self.index,
+                   rep(self.next_pos, 0))
+
+
+def _init(std):
+  return jax.nn.initializers.normal(std)
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias) (+ lora(x)); kernel stored [in, out]."""
+
+  def __init__(self, in_features: int, out_features: int, *, bias: bool, dtype, param_dtype, rngs: nnx.Rngs):
+    self.kernel = nnx.Param(_init(0.02)(rngs.params(), (in_features, out_features), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if bias else None
+    self.lora = nnx.data(None)
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    if self.lora is not None:
+      y = y + self.lora(x).astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """Llama form ``w * norm(x)`` or Gemma form ``(1 + w) * norm(x)`` (weight initialised to 0)."""
+
+  def __init__(self, dim: int, *, eps: float, plus_one: bool, param_dtype):
+    self.weight = nnx.Param((jnp.zeros if plus_one else jnp.ones)((dim,), param_dtype))
+    self.eps = eps
+    self.plus_one = plus_one
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    if self.plus_one:  # HF Gemma: (x * (1 + w)) in float32, then cast
+      return (normed * (1.0 + self.weight[...].astype(jnp.float32))).astype(x.dtype)
+    return self.weight[...].astype(x.dtype) * normed.astype(x.dtype)  # HF Llama: cast, then scale
+
+
+class Embedding(nnx.Module):
+  def __init__(self, vocab: int, dim: int, *, param_dtype, rngs: nnx.Rngs):
+    self.weight = nnx.Param(_init(0.02)(rngs.params(), (vocab, dim), param_dtype))
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return jnp.take(self.weight[...], ids, axis=0)
+
+
+def _inv_freq(head_dim: int, theta: float, scaling: tuple | None) -> jax.Array:
+  inv = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  s = dict(scaling or ())
+  rope_type = s.get("rope_type", s.get("type", "default"))
+  if rope_type == "linear":
+    inv = inv / s["factor"]
+  elif rope_type == "llama3":
+    factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > old / lo, inv / factor, inv)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+    inv = jnp.where(medium, smoothed, scaled)
+  return inv
+
+
+def _rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """HF rotate-half RoPE. x [B,T,N,D], positions [B,T]."""
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,T,D/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+class Attention(nnx.Module):
+  def __init__(self, cfg: ModelConfig, layer_type: str, *, rngs: nnx.Rngs):
+    h, d = cfg.hidden_size, cfg.head_dim
+    lin = lambda i, o, b: Linear(i, o, bias=b, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+    self.q_proj = lin(h, cfg.num_heads * d, cfg.attention_bias)
+    self.k_proj = lin(h, cfg.num_kv_heads * d, cfg.attention_bias)
+    self.v_proj = lin(h, cfg.num_kv_heads * d, cfg.attention_bias)
+    self.o_proj = lin(cfg.num_heads * d, h, cfg.attention_bias and cfg.family == "llama")
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(d, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma, param_dtype=cfg.param_dtype)
+      self.k_norm = RMSNorm(d, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma, param_dtype=cfg.param_dtype)
+    sliding = layer_type == "sliding_attention"
+    self.window = cfg.sliding_window if sliding else None
+    theta = cfg.rope_local_theta if (sliding and cfg.rope_local_theta) else cfg.rope_theta
+    scaling = None if (sliding and cfg.rope_local_theta) else cfg.rope_scaling
+    self.rope = (d, theta, scaling)
+    self.scale = (cfg.query_pre_attn_scalar or d) ** -0.5
+    self.softcap = cfg.attn_logit_softcapping
+    self.heads = (cfg.num_heads, cfg.num_kv_heads, d)
+    self.qk_norm = cfg.qk_norm
+
+  def __call__(self, x, positions, layer, k_all, v_all, index, k_pos, k_valid):
+    """x [B,T,H]; this layer's slice ``layer`` of the stacked caches [L,B,S,K,D] is written at slot
+    ``index`` in place (no per-step copy of the whole cache) and the caches are returned."""
+    b, t, _ = x.shape
+    nh, nk, d = self.heads
+    q = self.q_proj(x).reshape(b, t, nh, d)
+    k = self.k_proj(x).reshape(b, t, nk, d)
+    v = self.v_proj(x).reshape(b, t, nk, d)
+    if self.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    inv_freq = _inv_freq(*self.rope)
+    q, k = _rope(q, positions, inv_freq), _rope(k, positions, inv_freq)
+    k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
+    v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
+    k_cache, v_cache = k_all[layer], v_all[layer]
+    q = q.reshape(b, t, nk, nh // nk, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k_cache.astype(q.dtype),
+                        preferred_element_type=jnp.float32) * self.scale
+    if self.softcap:
+      scores = jnp.tanh(scores / self.softcap) * self.softcap
+    allowed = k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
+    if self.window:
+      allowed &= positions[:, :, None] - k_pos[:, None, :] < self.window
+    # A finite floor keeps fully masked (padding) query rows NaN-free, in values and gradients.
+    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_cache).reshape(b, t, nh * d)
+    return self.o_proj(out.astype(x.dtype)), k_all, v_all
+
+
+class MLP(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    lin = lambda i, o: Linear(i, o, bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+    self.gate_proj = lin(cfg.hidden_size, cfg.intermediate_size)
+    self.up_proj = lin(cfg.hidden_size, cfg.intermediate_size)
+    self.down_proj = lin(cfg.intermediate_size, cfg.hidden_size)
+    self.act = cfg.hidden_act
+
+  def __call__(self, x):
+    gate = self.gate_proj(x)
+    gate = jax.nn.silu(gate) if self.act == "silu" else jax.nn.gelu(gate, approximate=True)
+    return self.down_proj(gate * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+  def __init__(self, cfg: ModelConfig, layer_type: str, *, rngs: nnx.Rngs):
+    norm = lambda: RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma,
+                           param_dtype=cfg.param_dtype)
+    self.input_layernorm = norm()
+    self.self_attn = Attention(cfg, layer_type, rngs=rngs)
+    self.post_attention_layernorm = norm()
+    if cfg.is_gemma:  # sandwich norms
+      self.pre_feedforward_layernorm = norm()
+      self.post_feedforward_layernorm = norm()
+    self.mlp = MLP(cfg, rngs=rngs)
+    self.sandwich = cfg.is_gemma
+
+  def __call__(self, x, positions, *cache_args):
+    h, k_all, v_all = self.self_attn(self.input_layernorm(x), positions, *cache_args)
+    if self.sandwich:
+      x = x + self.post_attention_layernorm(h)
+      return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), k_all, v_all
+    x = x + h
+    return x + self.mlp(self.post_attention_layernorm(x)), k_all, v_all
+
+
+class Decoder(nnx.Module):
+  """The causal LM. See the module docstring for the call and cache conventions."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, param_dtype=config.param_dtype,
+                                  rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(config, t, rngs=rngs) for t in config.layer_types])
+    self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, plus_one=config.is_gemma,
+                        param_dtype=config.param_dtype)
+    if not config.tie_embeddings:
+      self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=config.dtype,
+                            param_dtype=config.param_dtype, rngs=rngs)
+
+  def init_cache(self, batch: int, max_len: int) -> KVCache:
+    c = self.config
+    shape = (c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim)
+    return KVCache(k=jnp.zeros(shape, c.dtype), v=jnp.zeros(shape, c.dtype),
+                   pos=jnp.zeros((batch, max_len), jnp.int32), valid=jnp.zeros((batch, max_len), bool),
+                   index=jnp.zeros((), jnp.int32), next_pos=jnp.zeros((batch,), jnp.int32))
+
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+               cache: KVCache | None = None):
+    """Returns float32 logits [B,T,V], or ``(logits, cache)`` when a cache is passed."""
+    b, t = input_ids.shape
+    mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    use_cache = cache is not None
+    if not use_cache:
+      cache = self.init_cache(b, t)
+    positions = cache.next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+    index = cache.index
+    k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
+    k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
+
+    c = self.config
+    x = self.embed_tokens(input_ids).astype(c.dtype)
+    if c.is_gemma:
+      x = x * jnp.asarray(c.hidden_size ** 0.5, c.dtype)
+    k_all, v_all = cache.k, cache.v
+    for i, layer in enumerate(self.layers):
+      x, k_all, v_all = layer(x, positions, i, k_all, v_all, index, k_pos, k_valid)
+    x = self.norm(x)
+    if c.tie_embeddings:
+      logits = jnp.dot(x, self.embed_tokens.weight[...].astype(c.dtype).T)
+    else:
+      logits = self.lm_head(x)
+    logits = logits.astype(jnp.float32)
+    if c.final_logit_softcapping:
+      logits = jnp.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
+    if not use_cache:
+      return logits
+    new_cache = KVCache(k=k_all, v=v_all, pos=k_pos, valid=k_valid, index=index + t,
+                        next_pos=cache.next_pos + mask.sum(axis=1, dtype=jnp.int32))
+    return logits, new_cache
