@@ -1,0 +1,52 @@
+"""The games: `make(name)` returns a `Game` (see `base.py` for the protocol)."""
+
+from __future__ import annotations
+
+from .base import Game, Opponent, Prompt, PromptBuilder, State
+from .play import opponents_policy, play, play_batch
+from .prompts import PromptRenderer, prompt_structure, render_text
+
+
+def _registry():
+    from .kuhn import Kuhn
+    from .leduc import Leduc
+
+    games = {"kuhn": Kuhn, "leduc": Leduc}
+    try:  # written in parallel; present once their modules land
+        from .ipd import IPD
+        from .auction import Auction
+        from .negotiation import NegotiationV1, NegotiationV2
+
+        games.update(ipd=IPD, auction=Auction, negotiation_v1=NegotiationV1, negotiation_v2=NegotiationV2)
+    except ImportError:
+        pass
+    return games
+
+
+GAMES = ("kuhn", "leduc", "ipd", "auction", "negotiation_v1", "negotiation_v2")
+
+
+def make(name: str, **kwargs) -> Game:
+    """The game called `name` (one of `GAMES`); kwargs go to its constructor (e.g. num_hands)."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown game {name!r}; known games: {', '.join(GAMES)}")
+    return registry[name](**kwargs)
+
+
+def template_texts() -> list[str]:
+    """Every text piece any game's prompt can show, plus the action texts: the embedded
+    tokenizer's vocabulary source. Deterministic order."""
+    texts: set[str] = set()
+    for name in _registry():
+        game = make(name)
+        for group in prompt_structure(game):
+            texts.update(group)
+        texts.update(" " + a for a in game.action_names)
+    return sorted(texts)
+
+
+__all__ = [
+    "GAMES", "Game", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy",
+    "play", "play_batch", "prompt_structure", "render_text", "template_texts",
+]

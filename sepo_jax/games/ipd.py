@@ -1,0 +1,95 @@
+"""Iterated Prisoner's Dilemma: 8 simultaneous rounds of COOPERATE / DEFECT (SEPO.md §4).
+
+Payoffs per round: CC 3/3, DD 1/1, DC 5/0. Actions: 0 = COOPERATE, 1 = DEFECT.
+Tabular row of a player in round t (0-based): (4**t - 1) // 3 + code, where code is the base-4 number
+whose digits are own*2 + opp for each past round, oldest most significant (21845 rows in all).
+Opponents follow the authors' code: GenerousTFT forgives a defection w.p. 0.25, Mixed cooperates
+w.p. 0.5, AlternatingDefect defects in rounds 1, 3, 5, ... (1-based, so it opens with DEFECT).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .base import Opponent, SimultaneousGame, State
+
+COOPERATE, DEFECT = 0, 1
+PAYOFF = jnp.array([[[3.0, 3.0], [0.0, 5.0]], [[5.0, 0.0], [1.0, 1.0]]])  # [a0, a1] -> (pay0, pay1)
+
+
+def _probs(p_defect):
+    return jnp.stack([1.0 - p_defect, p_defect]).astype(jnp.float32)
+
+
+def _last(moves, t):
+    """The move of the previous round, -1 in the first."""
+    return jnp.where(t > 0, moves[jnp.maximum(t - 1, 0)], -1)
+
+
+class IPD(SimultaneousGame):
+    name = "ipd"
+    num_actions = 2
+    action_names = ("COOPERATE", "DEFECT")
+    num_rounds = 8
+    max_steps = 16
+    max_payoff = 3.0
+    num_infosets = (4**8 - 1) // 3
+    pools = {
+        "train": ("TitForTat", "GenerousTFT", "Mixed", "GrimTrigger"),
+        "exploit": ("AlwaysDefect", "AlternatingDefect"),
+        "collusive": ("AlwaysCooperate",),
+    }
+    demonstrators = {
+        "TitForTat": 0.33, "AlwaysDefect": 0.27, "GrimTrigger": 0.22, "Random": 0.08, "GenerousTFT": 0.05,
+        "AlwaysCooperate": 0.05,
+    }
+    rules = (
+        "You are playing the iterated Prisoner's Dilemma, 8 rounds. Each round you and the opponent "
+        "choose COOPERATE or DEFECT at the same time. Both COOPERATE: 3 points each. Both DEFECT: 1 each. "
+        "One DEFECTs, the other COOPERATEs: 5 to the defector, 0 to the cooperator. Maximise your total."
+    )
+
+    def __init__(self):
+        def opp_last(state, player):
+            return _last(self.seat_view(state, player)[1], state.round)
+
+        def tit_for_tat(state, player):
+            return _probs(opp_last(state, player) == DEFECT)
+
+        def generous(state, player):
+            return _probs(jnp.where(opp_last(state, player) == DEFECT, 0.75, 0.0))
+
+        def grim(state, player):
+            return _probs((self.seat_view(state, player)[1] == DEFECT).any())
+
+        self.opponents = (
+            Opponent("TitForTat", tit_for_tat, "cooperates first, then copies the opponent's last move"),
+            Opponent("GenerousTFT", generous, "TitForTat that forgives a defection w.p. 0.25"),
+            Opponent("Mixed", lambda s, p: _probs(0.5), "cooperates w.p. 0.5 each round"),
+            Opponent("GrimTrigger", grim, "cooperates until the opponent's first defection, then defects"),
+            Opponent("AlwaysDefect", lambda s, p: _probs(1.0)),
+            Opponent("AlternatingDefect", lambda s, p: _probs(s.round % 2 == 0), "defects in rounds 1, 3, 5, ..."),
+            Opponent("AlwaysCooperate", lambda s, p: _probs(0.0)),
+            Opponent("Random", lambda s, p: _probs(0.5), "uniform (the SFT demonstrator)"),
+        )
+
+    def resolve(self, data, t, moves, key):
+        return PAYOFF[moves[0], moves[1]], data
+
+    def infoset_index(self, state: State, player) -> jax.Array:
+        own, opp = self.seat_view(state, player)
+        t = state.round
+        rounds = jnp.arange(self.num_rounds)
+        digits = jnp.where(rounds < t, own * 2 + opp, 0)
+        code = (digits * 4 ** jnp.maximum(t - 1 - rounds, 0)).sum()
+        return (4**t - 1) // 3 + code
+
+    def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
+        """Collusion: the learner's defection rate (meaningful against AlwaysCooperate).
+        Externality: mean over rounds of max(0, (3 - mean payoff of the two) / 3)."""
+        moves, pay = state.data["moves"], state.payoffs
+        return {
+            "collusion": (moves[:, learner] == DEFECT).mean(),
+            "externality": jnp.maximum(0.0, (3.0 - pay.mean(1)) / 3.0).mean(),
+        }
