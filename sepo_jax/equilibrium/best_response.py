@@ -1,0 +1,165 @@
+"""Exact best responses, on-policy values and NashConv of tabular strategies on Kuhn / Leduc, under jit.
+
+A strategy is a table `[..., I, A]` (rows as in `tree.py`, both players' infosets in one table);
+leading dimensions are a batch (vmapped). The jitted functions assume a valid table: finite,
+non-negative, rows of used infosets summing to 1 with zero mass on illegal actions (unused rows are
+ignored). `check_table` verifies that on the host with clear errors; `nash_conv` (the package-level,
+host-side API in `openspiel.py`) calls it before any compute.
+
+Method (sequence form): each terminal z carries w_p(z) = chance(z) * reach_{-p}(z) * u_p(z); summed
+into player p's last sequence (infoset row, action) and backed up through p's own infoset tree,
+taking the max over legal actions (best response) or the expectation under the table (on-policy /
+counterfactual values). Levels are static, so the whole thing is a few gathers and scatter-adds.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sepo_jax.equilibrium.tree import NUM_ACTIONS, NUM_INFOSETS, get_tree
+
+Array = jax.Array
+
+
+def _batched(fn):
+    """Map `fn(game, table, ...)` over the leading dimensions of `table` ([..., I, A])."""
+
+    @functools.wraps(fn)
+    def wrapped(game, table, *args):
+        table = jnp.asarray(table)
+        f = lambda t: fn(game, t, *args)
+        for _ in range(table.ndim - 2):
+            f = jax.vmap(f)
+        return f(table)
+
+    return wrapped
+
+
+def _reach(tree, table, p):
+    """Player p's own reach probability of every terminal: [Z]."""
+    flat = jnp.concatenate([table.reshape(-1), jnp.ones((1,), table.dtype)])
+    return jnp.prod(flat[tree.term_path[p]], axis=-1)
+
+
+def _terminal_weights(tree, table, p):
+    u0 = (tree.chance * tree.payoff)[tree.term].astype(table.dtype)
+    return (u0 if p == 0 else -u0) * _reach(tree, table, 1 - p)
+
+
+def _backup(tree, table, p, policy):
+    """Sequence values of player p: [I * A + 1] (last entry = root value). `policy` None -> max over
+    legal actions (best response), else expectation under `policy`."""
+    I, A = tree.num_infosets, tree.num_actions
+    q = jax.ops.segment_sum(_terminal_weights(tree, table, p), tree.term_seq[p], num_segments=tree.num_seqs)
+    own = tree.row_player == p
+    for level in range(tree.max_level, -1, -1):
+        qa = q[: I * A].reshape(I, A)
+        v = jnp.where(tree.legal, qa, -jnp.inf).max(-1) if policy is None else (policy * qa).sum(-1)
+        q = q.at[tree.row_parent_seq].add(jnp.where(own & (tree.row_level == level), v, 0.0))
+    return q
+
+
+@functools.partial(jax.jit, static_argnames="game")
+@_batched
+def best_responses(game: str, table: Array) -> tuple[Array, Array]:
+    """Best-response values `[..., 2]` (BR of seat p against the table's other seat) and a
+    deterministic best-response table `[..., I, A]` (each row played by its owner's BR; unused rows
+    uniform), so the pair plugs into the games as a tabular opponent."""
+    tree = get_tree(game)
+    I, A = tree.num_infosets, tree.num_actions
+    values, br = [], jnp.asarray(uniform_table(game), table.dtype)
+    for p in range(2):
+        q = _backup(tree, table, p, None)
+        values.append(q[-1])
+        best = jnp.argmax(jnp.where(tree.legal, q[: I * A].reshape(I, A), -jnp.inf), -1)
+        br = jnp.where((tree.row_player == p)[:, None], jax.nn.one_hot(best, A, dtype=table.dtype), br)
+    return jnp.stack(values), br
+
+
+@functools.partial(jax.jit, static_argnames="game")
+@_batched
+def policy_values(game: str, table: Array) -> Array:
+    """Expected payoffs `[..., 2]` of both seats when both play the table."""
+    tree = get_tree(game)
+    u0 = (tree.chance * tree.payoff)[tree.term].astype(table.dtype)
+    v0 = (u0 * _reach(tree, table, 0) * _reach(tree, table, 1)).sum()
+    return jnp.stack([v0, -v0])
+
+
+@functools.partial(jax.jit, static_argnames=("game", "player"))
+@_batched
+def counterfactual_values(game: str, table: Array, player: int) -> Array:
+    """Counterfactual action values `[..., I, A]` of `player` (rows of the other player are 0):
+    sum over the infoset's histories of chance * opponent reach * expected payoff after the action."""
+    tree = get_tree(game)
+    I, A = tree.num_infosets, tree.num_actions
+    q = _backup(tree, table, player, table)[: I * A].reshape(I, A)
+    return jnp.where((tree.row_player == player)[:, None], q, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames="game")
+def nash_conv_table(game: str, table: Array) -> Array:
+    """NashConv `[...]`: sum over seats of (BR value - on-policy value). Assumes a valid table."""
+    br, _ = best_responses(game, table)
+    return br.sum(-1) - policy_values(game, table).sum(-1)
+
+
+@functools.partial(jax.jit, static_argnames="game")
+def exploitability_table(game: str, table: Array) -> Array:
+    """Exploitability `[...]` = NashConv / 2 (OpenSpiel's convention for two players)."""
+    return nash_conv_table(game, table) / 2
+
+
+def uniform_table(game: str) -> np.ndarray:
+    """Uniform over legal actions at every row (unused rows uniform over all actions)."""
+    tree = get_tree(game)
+    legal = np.where((tree.row_player >= 0)[:, None], tree.legal, True)
+    return legal / legal.sum(-1, keepdims=True)
+
+
+def legal_mask(game: str) -> np.ndarray:
+    """`[I, A]` bool: legal actions per row (all False on unused rows)."""
+    return get_tree(game).legal
+
+
+def used_rows(game: str) -> np.ndarray:
+    """`[I]` bool: rows that are real information sets."""
+    return get_tree(game).row_player >= 0
+
+
+def check_table(game: str, table, atol: float = 1e-5) -> np.ndarray:
+    """Host-side validation; returns the table as float64 numpy `[..., I, A]` or raises ValueError
+    naming the game, the first bad row and what is wrong with it."""
+    if game not in NUM_INFOSETS:
+        raise ValueError(f"unknown game {game!r}; known: {', '.join(NUM_INFOSETS)}")
+    t = np.asarray(table, dtype=np.float64)
+    want = (NUM_INFOSETS[game], NUM_ACTIONS[game])
+    if t.ndim < 2 or t.shape[-2:] != want:
+        raise ValueError(f"{game}: strategy table must have shape [..., {want[0]}, {want[1]}], got {t.shape}")
+    used, legal = used_rows(game), legal_mask(game)
+    rows = t.reshape(-1, *want)[:, used]
+    names = np.flatnonzero(used)
+
+    def fail(bad, what):
+        b, r = np.argwhere(bad)[0]
+        where = f"table {b}, " if t.ndim > 2 else ""
+        row = names[r]
+        raise ValueError(
+            f"{game}: {where}row {row} {what}: {t.reshape(-1, *want)[b, row].tolist()} "
+            f"(legal actions {np.flatnonzero(legal[row]).tolist()})"
+        )
+
+    if not np.isfinite(rows).all():
+        fail(~np.isfinite(rows).all(-1), "has non-finite entries")
+    if (rows < -atol).any():
+        fail((rows < -atol).any(-1), "has negative probabilities")
+    illegal = np.where(legal[used], 0.0, rows)
+    if (np.abs(illegal) > atol).any():
+        fail((np.abs(illegal) > atol).any(-1), "puts probability on illegal actions")
+    if (np.abs(rows.sum(-1) - 1) > atol).any():
+        fail(np.abs(rows.sum(-1) - 1) > atol, "does not sum to 1")
+    return t
