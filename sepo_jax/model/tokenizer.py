@@ -158,8 +158,11 @@ def check_encodable(tokenizer: Tokenizer, texts: Iterable[str]) -> None:
 def _read_json(file: str) -> dict:
     if not os.path.isfile(file):
         return {}
-    with open(file) as f:
-        return json.load(f)
+    try:
+        with open(file) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupted {file}: {e}") from e
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -157,7 +157,7 @@ def load_hf(folder: str, *, dtype=jnp.float32, sharding: Sharding = None) -> tup
         with open(config_file) as f:
             hf_config = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"corrupted config.json in {folder}: {e}") from e
+        raise ValueError(f"corrupted {config_file}: {e}") from e
     config = ModelConfig.from_hf(hf_config, dtype=dtype, param_dtype=dtype)
     tensors = safetensors_source(folder)
     prefix = next((p for p in ("model.language_model.", "language_model.model.")
