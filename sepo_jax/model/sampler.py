@@ -1,0 +1,217 @@
+"""Prefill + KV-cache decoding, group prefix sharing and constrained action choice; all jittable.
+
+Every function takes the NNX ``Decoder`` first and is a plain traceable function: call it under
+``nnx.jit`` (or inside the trainer's own jitted step) with the keyword-only sampling settings static.
+
+Conventions:
+
+* Prompts are LEFT-padded ``prompt_ids[B,P]`` / ``prompt_mask[B,P]``.
+* ``group_size=n``: the B prompts are prefilled once and the cache is repeated to ``B*n`` rows, row
+  ``b*n + i`` being sample i of prompt b (the order ``jnp.repeat(x, n, axis=0)`` gives).
+* Log-probs are those of ``log_softmax(logits / temperature)`` (temperature 0 = greedy, scored at
+  temperature 1), before any top-k/top-p truncation: the quantity the trainer recomputes.
+* Actions: ``action_ids[A,L]`` right-padded token sequences with ``action_len[A] >= 1``, ``legal_mask[B,A]``
+  (at least one legal action per row). An action's score is the sum of its token log-probs after the
+  prompt; the policy is the log-softmax of the scores over the legal actions, ``-inf`` on illegal ones.
+  Scoring prefills the prompt once, repeats the cache to ``B*A`` rows and runs the A continuations
+  (``L-1`` tokens each) against it: prompt cost once, not A times.
+* Reasoning budget: k free tokens (a row stops after sampling ``eos_id``), then the forced ``suffix_ids``
+  (e.g. the ids of "\\nAction:"), then the constrained choice. ``score_reasoning`` recomputes every
+  log-prob of such a rollout differentiably (no while_loop) for the trainer.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sepo_jax.model.transformer import Decoder, KVCache
+
+
+@flax.struct.dataclass
+class Generation:
+  tokens: jax.Array  # [R, N] int32, 0 after a row is done
+  logp: jax.Array  # [R, N] float32 log-prob of each token, 0 where masked
+  mask: jax.Array  # [R, N] bool, True for generated tokens (eos included)
+
+
+@flax.struct.dataclass
+class ReasonedAction:
+  reasoning: Generation  # the k free tokens
+  action: jax.Array  # [R] int32 index into action_ids
+  logp: jax.Array  # [R] log-prob of the chosen action (renormalised over the legal ones)
+  logprobs_all: jax.Array  # [R, A]
+
+
+def _log_softmax_at(logits: jax.Array, tokens: jax.Array, temperature: float) -> jax.Array:
+  """log_softmax(logits / T)[..., tokens] without materialising the full log-softmax."""
+  logits = logits / (temperature if temperature > 0 else 1.0)
+  picked = jnp.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def _filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
+  neg = jnp.finfo(logits.dtype).min
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+    logits = jnp.where(logits < kth, neg, logits)
+  if top_p < 1.0:
+    desc = jnp.sort(logits, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(desc, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+    cutoff = jnp.min(jnp.where(before < top_p, desc, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, neg, logits)
+  return logits
+
+
+def _sample_token(logits, key, temperature, top_k, top_p):
+  if temperature == 0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, _filter_logits(logits / temperature, top_k, top_p)).astype(jnp.int32)
+
+
+def _prefill(model: Decoder, ids, mask, extra: int, group_size: int):
+  """Prefills B prompts into a cache with ``extra`` free slots; returns (last logits, cache), both
+  repeated to B*group_size rows."""
+  cache = model.init_cache(ids.shape[0], ids.shape[1] + extra)
+  logits, cache = model(ids, mask, cache=cache)
+  return jnp.repeat(logits[:, -1], group_size, axis=0), cache.repeat(group_size)
+
+
+def _decode(model: Decoder, cache: KVCache, logits, key, steps: int, temperature, top_k, top_p, eos_id):
+  """Samples up to ``steps`` tokens, feeding each into the cache; stops early once every row is done."""
+  rows = logits.shape[0]
+  graphdef, state = nnx.split(model)
+
+  def cond(carry):
+    i, _, _, done, *_ = carry
+    return (i < steps) & ~jnp.all(done)
+
+  def body(carry):
+    i, cache, logits, done, tokens, logps, masks, key = carry
+    key, sub = jax.random.split(key)
+    tok = _sample_token(logits, sub, temperature, top_k, top_p)
+    live = ~done
+    tok = jnp.where(live, tok, 0)
+    lp = jnp.where(live, _log_softmax_at(logits, tok, temperature), 0.0)
+    tokens, logps, masks = (jax.lax.dynamic_update_slice(buf, val[:, None], (0, i))
+                            for buf, val in ((tokens, tok), (logps, lp), (masks, live)))
+    if eos_id is not None:
+      done = done | (tok == eos_id)
+    logits, cache = nnx.merge(graphdef, state)(tok[:, None], live[:, None], cache=cache)
+    return i + 1, cache, logits[:, 0], done, tokens, logps, masks, key
+
+  init = (jnp.zeros((), jnp.int32), cache, logits, jnp.zeros((rows,), bool), jnp.zeros((rows, steps), jnp.int32),
+          jnp.zeros((rows, steps), jnp.float32), jnp.zeros((rows, steps), bool), key)
+  _, cache, logits, _, tokens, logps, masks, _ = jax.lax.while_loop(cond, body, init)
+  return Generation(tokens, logps, masks), cache, logits
+
+
+def generate(model: Decoder, prompt_ids, prompt_mask, key, *, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None, group_size: int = 1) -> Generation:
+  """Samples ``max_new_tokens`` (or until ``eos_id``) for each of B prompts x group_size samples."""
+  logits, cache = _prefill(model, prompt_ids, prompt_mask, max_new_tokens, group_size)
+  return _decode(model, cache, logits, key, max_new_tokens, temperature, top_k, top_p, eos_id)[0]
+
+
+def _action_scores(model: Decoder, cache: KVCache, last_logits, action_ids, action_len, temperature):
+  """[R, A] summed token log-probs of every action continuing each cached row (cache needs L-1 free slots)."""
+  num_actions, length = action_ids.shape
+  rows = last_logits.shape[0]
+  scores = _log_softmax_at(last_logits[:, None, :], jnp.broadcast_to(action_ids[:, 0], (rows, num_actions)),
+                           temperature)
+  if length == 1:
+    return scores
+  steps = jnp.arange(length - 1)
+  ids = jnp.tile(action_ids[:, :-1], (rows, 1))  # row r*A + a
+  mask = jnp.tile(steps[None, :] < action_len[:, None] - 1, (rows, 1))
+  logits, _ = model(ids, mask, cache=cache.repeat(num_actions))
+  lp = _log_softmax_at(logits, jnp.tile(action_ids[:, 1:], (rows, 1)), temperature)
+  return scores + jnp.where(mask, lp, 0.0).sum(axis=1).reshape(rows, num_actions)
+
+
+def _renormalise(scores, legal_mask):
+  legal = legal_mask.astype(bool)
+  logp = jax.nn.log_softmax(jnp.where(legal, scores, -1e30), axis=-1)
+  return jnp.where(legal, logp, -jnp.inf)
+
+
+def _check_actions(action_ids, action_len, legal_mask, rows):
+  if action_ids.ndim != 2 or action_len.shape != action_ids.shape[:1]:
+    raise ValueError(f"action_ids must be [A, L] and action_len [A]; got {action_ids.shape} and {action_len.shape}")
+  if legal_mask.shape != (rows, action_ids.shape[0]):
+    raise ValueError(f"legal_mask must be [{rows}, {action_ids.shape[0]}]; got {legal_mask.shape}")
+
+
+def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action_len, legal_mask, *,
+                     temperature: float = 1.0) -> jax.Array:
+  """[B, A] log-probs of the legal actions, renormalised; -inf on illegal ones. Differentiable."""
+  _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
+  last, cache = _prefill(model, prompt_ids, prompt_mask, action_ids.shape[1] - 1, 1)
+  return _renormalise(_action_scores(model, cache, last, action_ids, action_len, temperature), legal_mask)
+
+
+def _choose(logprobs_all, key, temperature):
+  if temperature == 0:
+    action = jnp.argmax(logprobs_all, axis=-1)
+  else:
+    action = jax.random.categorical(key, logprobs_all)
+  action = action.astype(jnp.int32)
+  return action, jnp.take_along_axis(logprobs_all, action[:, None], axis=-1)[:, 0]
+
+
+def sample_action(model: Decoder, prompt_ids, prompt_mask, action_ids, action_len, legal_mask, key, *,
+                  temperature: float = 1.0, group_size: int = 1):
+  """Draws ``group_size`` legal actions per prompt from one scoring pass.
+
+  Returns ``(action [B*n], logp [B*n], logprobs_all [B*n, A])``; ``logprobs_all`` is
+  ``action_log_probs(..., temperature)`` (temperature 1 when greedy) and is what the draw uses.
+  """
+  logprobs = action_log_probs(model, prompt_ids, prompt_mask, action_ids, action_len, legal_mask,
+                              temperature=temperature)
+  logprobs = jnp.repeat(logprobs, group_size, axis=0)
+  action, logp = _choose(logprobs, key, temperature)
+  return action, logp, logprobs
+
+
+def sample_with_reasoning(model: Decoder, prompt_ids, prompt_mask, action_ids, action_len, legal_mask,
+                          suffix_ids, key, *, budget: int, temperature: float = 1.0, top_k: int = 0,
+                          top_p: float = 1.0, eos_id: int | None = None, group_size: int = 1) -> ReasonedAction:
+  """k=``budget`` free tokens, then ``suffix_ids[S]`` forced, then the constrained action choice."""
+  rows = prompt_ids.shape[0] * group_size
+  _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
+  extra = budget + suffix_ids.shape[0] + action_ids.shape[1] - 1
+  logits, cache = _prefill(model, prompt_ids, prompt_mask, extra, group_size)
+  key_reason, key_action = jax.random.split(key)
+  reasoning, cache, _ = _decode(model, cache, logits, key_reason, budget, temperature, top_k, top_p, eos_id)
+  suffix = jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))
+  logits, cache = model(suffix, jnp.ones(suffix.shape, bool), cache=cache)
+  scores = _action_scores(model, cache, logits[:, -1], action_ids, action_len, temperature)
+  logprobs = _renormalise(scores, jnp.repeat(legal_mask, group_size, axis=0))
+  action, logp = _choose(logprobs, key_action, temperature)
+  return ReasonedAction(reasoning, action, logp, logprobs)
+
+
+def score_reasoning(model: Decoder, prompt_ids, prompt_mask, reasoning: jax.Array, reasoning_mask: jax.Array,
+                    suffix_ids, action_ids, action_len, legal_mask, action, *, temperature: float = 1.0,
+                    group_size: int = 1):
+  """Differentiable re-scoring of ``sample_with_reasoning`` output under the model's current params.
+
+  ``reasoning``/``reasoning_mask``/``action`` have B*group_size rows (prompt b's samples consecutive);
+  the B prompts are prefilled once. Returns ``(reasoning_logp [R,k] (0 where masked), action_logp [R],
+  logprobs_all [R,A])``.
+  """
+  _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
+  rows, budget = reasoning.shape
+  extra = budget + suffix_ids.shape[0] + action_ids.shape[1] - 1
+  last, cache = _prefill(model, prompt_ids, prompt_mask, extra, group_size)
+  chunk = jnp.concatenate([reasoning, jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))], axis=1)
+  mask = jnp.concatenate([reasoning_mask.astype(bool), jnp.ones((rows, suffix_ids.shape[0]), bool)], axis=1)
+  logits, cache = model(chunk, mask, cache=cache)
+  prev = jnp.concatenate([last[:, None], logits[:, :budget]], axis=1)[:, :budget]  # predicts each token
+  reasoning_logp = jnp.where(reasoning_mask, _log_softmax_at(prev, reasoning, temperature), 0.0)
+  scores = _action_scores(model, cache, logits[:, -1], action_ids, action_len, temperature)
+  logprobs = _renormalise(scores, jnp.repeat(legal_mask, group_size, axis=0))
+  return reasoning_logp, jnp.take_along_axis(logprobs, action[:, None], axis=-1)[:, 0], logprobs
