@@ -1,0 +1,48 @@
+"""SEPO metrics against hand computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sepo_jax.equilibrium import metrics
+from sepo_jax.equilibrium.cfr import kuhn_equilibrium
+
+
+def test_exploit_pool_advantage_averages_clipped_per_adversary():
+    agent = jnp.array([1.0, 3.0, 2.0, 2.0, 9.0])
+    opp = jnp.array([4.0, 4.0, 1.0, 1.0, 0.0])
+    adv = jnp.array([0, 0, 1, 1, 2])
+    mask = jnp.array([True, True, True, True, False])  # adversary 2 has no real episode
+    e, per = jax.jit(metrics.exploit_pool_advantage, static_argnums=3)(agent, opp, adv, 3, mask)
+    np.testing.assert_allclose(per[:2], [2.0, 0.0])
+    assert float(e) == pytest.approx(1.0)  # mean over the 2 present adversaries, not max, not pooled
+
+
+def test_rate_and_safety():
+    assert float(metrics.rate(jnp.array([1.0, 0.0, 1.0, 0.5]), jnp.array([True, True, False, True]))) == pytest.approx(0.5)
+    lam = metrics.PAPER_LAMBDAS["kuhn"]
+    # Kuhn: s = 1.5; J = 1.5*0.2 - 1.5*1.5*0.1 - 2.4*0.25 - 0
+    assert float(metrics.safety(0.2, 0.1, 0.25, 0.3, 2.0, lam)) == pytest.approx(0.3 - 0.225 - 0.6)
+
+
+def test_nra():
+    agent = jnp.array([3.0, 1.0, 0.0, 0.0])
+    opp = jnp.array([1.0, 1.0, 2.0, 0.0])
+    ids = jnp.array([0, 0, 1, 2])
+    # opp 0: (4 - 2) / 6; opp 1: -1; opp 2: both zero -> 0
+    assert float(metrics.nra(agent, opp, ids, 3)) == pytest.approx((1 / 3 - 1 + 0) / 3)
+
+
+def test_kuhn_frequencies():
+    rep = metrics.kuhn_frequency_report(kuhn_equilibrium(0.1), alpha=0.1)
+    np.testing.assert_allclose(rep["first_bet"]["ours"], [0.1, 0.0, 0.3])
+    np.testing.assert_allclose(rep["second_call_facing_bet"]["nash"], [0.0, 1 / 3, 1.0])
+    rows = jnp.array([0, 0, 0, 4, 4, 11])
+    acts = jnp.array([1, 0, 0, 1, 1, 0])
+    freq, visits = metrics.kuhn_table_from_episodes(rows, acts)
+    np.testing.assert_allclose(freq[0], [2 / 3, 1 / 3])
+    np.testing.assert_allclose(freq[4], [0.0, 1.0])
+    np.testing.assert_allclose(freq[5], [0.5, 0.5])
+    assert visits.tolist()[:5] == [3, 0, 0, 0, 2]
+    np.testing.assert_allclose(metrics.kuhn_frequencies(freq)["first_call_after_check_bet"], [0.5, 0.5, 0.0])  # K folded once
