@@ -1,4 +1,7 @@
 """The LLM policy: NNX decoders, weight import, tokenizers, sampler, LoRA."""
 
-from sepo_jax.model.transformer import Decoder, KVCache, ModelConfig, embedded_config
 from sepo_jax.model.loader import load
+from sepo_jax.model.lora import apply_lora
+from sepo_jax.model.sampler import (action_log_probs, generate, sample_action, sample_with_reasoning,
+                                     score_reasoning)
+from sepo_jax.model.transformer import Decoder, KVCache, ModelConfig, embedded_config
