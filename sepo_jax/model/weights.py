@@ -49,8 +49,12 @@ def _abstract(config: ModelConfig):
 
 def name_table(config: ModelConfig) -> dict[str, tuple[tuple, bool, tuple[int, ...]]]:
     """HF name -> (NNX path, transposed, HF shape) for every parameter of a `Decoder(config)`."""
+    return _table(_abstract(config)[1])
+
+
+def _table(flat) -> dict[str, tuple[tuple, bool, tuple[int, ...]]]:
     table = {}
-    for path, var in _abstract(config)[1]:
+    for path, var in flat:
         name, transposed = _hf_name(path)
         shape = var.get_value().shape
         table[name] = (path, transposed, shape[::-1] if transposed else shape)
@@ -84,7 +88,7 @@ class TensorSource:
 def build_model(config: ModelConfig, tensors: TensorSource, *, sharding: Sharding = None) -> Decoder:
     """A `Decoder(config)` holding `tensors` (HF names and layout); every mismatch raises first."""
     graphdef, flat = _abstract(config)
-    table = name_table(config)
+    table = _table(flat)
     names = {n for n in tensors.shapes if not _IGNORED.match(n)}
     if config.tie_embeddings:
         names.discard("lm_head.weight")  # some tied checkpoints still store the (identical) head
