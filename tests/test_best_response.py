@@ -106,3 +106,13 @@ def test_check_table_errors():
     unused = u.copy()
     unused[36] = 7.0  # public == private: never reached, ignored
     br.check_table("leduc", unused)
+
+
+def test_large_batches_run_in_chunks():
+    tables = random_tables("leduc", 70, seed=4)  # > one chunk of 64: padded, mapped, trimmed
+    values, br_tables = br.best_responses("leduc", tables)
+    assert values.shape == (70, 2) and br_tables.shape == (70, 1116, 3)
+    nc = br.nash_conv_table("leduc", tables)
+    for i in (0, 63, 64, 69):
+        assert float(nc[i]) == pytest.approx(float(br.nash_conv_table("leduc", tables[i])), rel=1e-5)
+        np.testing.assert_array_equal(br_tables[i], br.best_responses("leduc", tables[i])[1])

@@ -23,82 +23,100 @@ import numpy as np
 from sepo_jax.equilibrium.tree import NUM_ACTIONS, NUM_INFOSETS, get_tree
 
 Array = jax.Array
+_CHUNK_ELEMENTS = 1 << 21  # batch chunk = power of 2 <= this / terminal-path entries (Leduc: 64)
 
 
-def _batched(fn):
-    """Map `fn(game, table, ...)` over the leading dimensions of `table` ([..., I, A])."""
-
-    @functools.wraps(fn)
-    def wrapped(game, table, *args):
-        table = jnp.asarray(table)
-        f = lambda t: fn(game, t, *args)
-        for _ in range(table.ndim - 2):
-            f = jax.vmap(f)
-        return f(table)
-
-    return wrapped
-
-
-def _reach(tree, table, p):
-    """Player p's own reach probability of every terminal: [Z]."""
-    flat = jnp.concatenate([table.reshape(-1), jnp.ones((1,), table.dtype)])
-    return jnp.prod(flat[tree.term_path[p]], axis=-1)
-
-
-def _terminal_weights(tree, table, p):
-    u0 = (tree.chance * tree.payoff)[tree.term].astype(table.dtype)
-    return (u0 if p == 0 else -u0) * _reach(tree, table, 1 - p)
+def _batched(core, game, table, *args):
+    """Run `core(tree, t, *args)` with the batch as the trailing axis (t: `[I, A, B]`, results
+    `[..., B]`) and return results with the table's leading dimensions in front. A trailing batch
+    keeps every gather and scatter-add moving contiguous B-vectors (vmap's leading batch is several
+    times slower on CPU)."""
+    table = jnp.asarray(table)
+    tree = get_tree(game)
+    batch, shape = table.shape[:-2], (tree.num_infosets, tree.num_actions)
+    flat = table.reshape(-1, *shape)
+    n = flat.shape[0]
+    chunk = 1 << max(0, (_CHUNK_ELEMENTS // tree.term_path[0].size).bit_length() - 1)
+    if n <= chunk:
+        out = core(tree, jnp.moveaxis(flat, 0, -1), *args)
+        out = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), out)
+    else:  # chunks that keep the [Z, K, chunk] gather in cache
+        pad = -n % chunk
+        flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad, *shape))])
+        chunks = jnp.moveaxis(flat.reshape(-1, chunk, *shape), 1, -1)
+        out = jax.lax.map(lambda t: core(tree, t, *args), chunks)
+        out = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 1).reshape(-1, *x.shape[1:-1])[:n], out)
+    return jax.tree.map(lambda x: x.reshape(*batch, *x.shape[1:]), out)
 
 
-def _backup(tree, table, p, policy):
-    """Sequence values of player p: [I * A + 1] (last entry = root value). `policy` None -> max over
-    legal actions (best response), else expectation under `policy`."""
-    I, A = tree.num_infosets, tree.num_actions
-    q = jax.ops.segment_sum(_terminal_weights(tree, table, p), tree.term_seq[p], num_segments=tree.num_seqs)
+def _reach(tree, t, p):
+    """Player p's own reach probability of every terminal: [Z, B]."""
+    flat = jnp.concatenate([t.reshape(-1, t.shape[-1]), jnp.ones((1, t.shape[-1]), t.dtype)])
+    return jnp.prod(flat[tree.term_path[p]], axis=1)
+
+
+def _terminal_weights(tree, t, p):
+    u0 = (tree.chance * tree.payoff)[tree.term].astype(t.dtype)
+    return (u0 if p == 0 else -u0)[:, None] * _reach(tree, t, 1 - p)
+
+
+def _backup(tree, t, p, policy):
+    """Sequence values of player p: [I * A + 1, B] (last row = root value). `policy` None -> max over
+    legal actions (best response), else expectation under `policy` ([I, A, B])."""
+    I, A, B = t.shape
+    q = jax.ops.segment_sum(_terminal_weights(tree, t, p), tree.term_seq[p], num_segments=tree.num_seqs)
     own = tree.row_player == p
     for level in range(tree.max_level, -1, -1):
-        qa = q[: I * A].reshape(I, A)
-        v = jnp.where(tree.legal, qa, -jnp.inf).max(-1) if policy is None else (policy * qa).sum(-1)
-        q = q.at[tree.row_parent_seq].add(jnp.where(own & (tree.row_level == level), v, 0.0))
+        qa = q[: I * A].reshape(I, A, B)
+        v = jnp.where(tree.legal[..., None], qa, -jnp.inf).max(1) if policy is None else (policy * qa).sum(1)
+        q = q.at[tree.row_parent_seq].add(jnp.where((own & (tree.row_level == level))[:, None], v, 0.0))
     return q
 
 
 @functools.partial(jax.jit, static_argnames="game")
-@_batched
 def best_responses(game: str, table: Array) -> tuple[Array, Array]:
     """Best-response values `[..., 2]` (BR of seat p against the table's other seat) and a
     deterministic best-response table `[..., I, A]` (each row played by its owner's BR; unused rows
     uniform), so the pair plugs into the games as a tabular opponent."""
-    tree = get_tree(game)
-    I, A = tree.num_infosets, tree.num_actions
-    values, br = [], jnp.asarray(uniform_table(game), table.dtype)
+    return _batched(_best_responses, game, table)
+
+
+def _best_responses(tree, t):
+    I, A, B = t.shape
+    values = []
+    br = jnp.broadcast_to(jnp.asarray(uniform_table(tree.game), t.dtype)[..., None], t.shape)
     for p in range(2):
-        q = _backup(tree, table, p, None)
+        q = _backup(tree, t, p, None)
         values.append(q[-1])
-        best = jnp.argmax(jnp.where(tree.legal, q[: I * A].reshape(I, A), -jnp.inf), -1)
-        br = jnp.where((tree.row_player == p)[:, None], jax.nn.one_hot(best, A, dtype=table.dtype), br)
+        best = jnp.argmax(jnp.where(tree.legal[..., None], q[: I * A].reshape(I, A, B), -jnp.inf), 1)
+        onehot = jnp.moveaxis(jax.nn.one_hot(best, A, dtype=t.dtype), -1, 1)
+        br = jnp.where((tree.row_player == p)[:, None, None], onehot, br)
     return jnp.stack(values), br
 
 
 @functools.partial(jax.jit, static_argnames="game")
-@_batched
 def policy_values(game: str, table: Array) -> Array:
     """Expected payoffs `[..., 2]` of both seats when both play the table."""
-    tree = get_tree(game)
-    u0 = (tree.chance * tree.payoff)[tree.term].astype(table.dtype)
-    v0 = (u0 * _reach(tree, table, 0) * _reach(tree, table, 1)).sum()
+    return _batched(_policy_values, game, table)
+
+
+def _policy_values(tree, t):
+    u0 = (tree.chance * tree.payoff)[tree.term].astype(t.dtype)
+    v0 = (u0[:, None] * _reach(tree, t, 0) * _reach(tree, t, 1)).sum(0)
     return jnp.stack([v0, -v0])
 
 
 @functools.partial(jax.jit, static_argnames=("game", "player"))
-@_batched
 def counterfactual_values(game: str, table: Array, player: int) -> Array:
-    """Counterfactual action values `[..., I, A]` of `player` (rows of the other player are 0):
-    sum over the infoset's histories of chance * opponent reach * expected payoff after the action."""
-    tree = get_tree(game)
-    I, A = tree.num_infosets, tree.num_actions
-    q = _backup(tree, table, player, table)[: I * A].reshape(I, A)
-    return jnp.where((tree.row_player == player)[:, None], q, 0.0)
+    """Counterfactual action values `[..., I, A]` of `player` (rows of the other player are 0): sum
+    over the infoset's histories of chance * opponent reach * expected payoff after the action."""
+    return _batched(_counterfactual_values, game, table, player)
+
+
+def _counterfactual_values(tree, t, player):
+    I, A, B = t.shape
+    q = _backup(tree, t, player, t)[: I * A].reshape(I, A, B)
+    return jnp.where((tree.row_player == player)[:, None, None], q, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames="game")
