@@ -55,20 +55,14 @@ def openspiel_python(game, tables):
         for s, idx in pol.state_lookup.items():
             pol.action_probability_array[idx] = t[ios.info_state_to_row(game, s)]
         pols.append(pol)
-    t0 = time.perf_counter()
-    for pol in pols:
-        exploitability.nash_conv(g, pol)
-    return (time.perf_counter() - t0) / len(pols)
+    return float(np.median([timed(lambda: exploitability.nash_conv(g, pol), 1) for pol in pols]))
 
 
 def openspiel_cpp(game, tables):
     g = pyspiel.load_game(ios.OPENSPIEL_NAMES[game])
     dicts = [{s: list(enumerate(map(float, v))) for s, v in ios.table_to_policy(game, t).items()} for t in tables]
     pyspiel.nash_conv(g, dicts[0])
-    t0 = time.perf_counter()
-    for d in dicts:
-        pyspiel.nash_conv(g, d)
-    return (time.perf_counter() - t0) / len(dicts)
+    return float(np.median([timed(lambda: pyspiel.nash_conv(g, d), 1) for d in dicts]))
 
 
 def machine():
@@ -127,9 +121,10 @@ def main():
         f.write(
             "# NashConv throughput: sepo_jax.equilibrium vs OpenSpiel\n\n"
             f"Command: `{cmd}` (commit {rev})\n\nMachine: {machine()}\n\n"
-            "Random valid tables (uniform random rows over legal actions); float32 for ours. Median over\n"
-            "repeats after compilation; OpenSpiel averaged over the listed number of tables, policy objects\n"
-            "built outside the timed region (C++: the dict is converted inside the call).\n\n"
+            "Random valid tables (uniform random rows over legal actions); float32 for ours. Medians: ours over\n"
+            "repeated calls after compilation, OpenSpiel over per-table times (policy objects built outside\n"
+            "the timed region; C++: the dict is converted inside the call). Medians resist the load spikes\n"
+            "of this shared machine; the ratios compare medians taken in the same run.\n\n"
             f"{table}\n"
         )
 
