@@ -144,3 +144,13 @@ def test_negotiation_v2_br_equals_brute_force():
     )
     assert float(value) == pytest.approx(brute, rel=1e-5)
     assert legal[int(np.argmax(br))]
+
+
+def test_auction_report_gain_and_exposure():
+    low = np.eye(3)[[0, 0]].astype(np.float32)  # always LOW (CollusiveLow)
+    r = stage.auction_report(low, low, low)
+    # vs LOW: ties pay 0.5 * (v - 1) -> 1.0 a round; the BR bids MEDIUM at value 4 -> 1.25
+    assert float(r["value"]) == pytest.approx(1.0) and float(r["gain"]) == pytest.approx(0.25)
+    # the opponent's BR outbids it at value 4: the agent keeps only its ties at opponent value 2
+    assert float(r["exposure"]) == pytest.approx(0.5)
+    np.testing.assert_allclose(stage.auction_revenue(low, np.eye(3)[[2, 2]]), 3.0)

@@ -1,7 +1,7 @@
 """Exact best responses, on-policy values and NashConv of tabular strategies on Kuhn / Leduc, under jit.
 
 A strategy is a table `[..., I, A]` (rows as in `tree.py`, both players' infosets in one table);
-leading dimensions are a batch (vmapped). The jitted functions assume a valid table: finite,
+leading dimensions are a batch (also vmap-safe). The jitted functions assume a valid table: finite,
 non-negative, rows of used infosets summing to 1 with zero mass on illegal actions (unused rows are
 ignored). `check_table` verifies that on the host with clear errors; `nash_conv` (the package-level,
 host-side API in `openspiel.py`) calls it before any compute.
@@ -29,8 +29,8 @@ _CHUNK_ELEMENTS = 1 << 21  # batch chunk = power of 2 <= this / terminal-path en
 def _batched(core, game, table, *args):
     """Run `core(tree, t, *args)` with the batch as the trailing axis (t: `[I, A, B]`, results
     `[..., B]`) and return results with the table's leading dimensions in front. A trailing batch
-    keeps every gather and scatter-add moving contiguous B-vectors (vmap's leading batch is several
-    times slower on CPU)."""
+    keeps every gather and scatter-add moving contiguous B-vectors (vmap's leading batch was measurably
+    slower on CPU)."""
     table = jnp.asarray(table)
     tree = get_tree(game)
     batch, shape = table.shape[:-2], (tree.num_infosets, tree.num_actions)
