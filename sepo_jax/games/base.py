@@ -262,8 +262,7 @@ class SimultaneousGame(Game):
             w = played[i]
             b.text(f"\nRound {i + 1}: ", w)
             self.prompt_round(b, state, player, i, own[i], opp[i], w)
-            b.text(". Points: you ", w).number(pay[i, player], w).text(", opponent ", w).number(pay[i, 1 - player], w)
-            b.text(".", w)
+            b.text("; points ", w).number(pay[i, player], w).text(" and ", w).number(pay[i, 1 - player], w).text(".", w)
         total = jnp.where(played[:, None], pay, 0).sum(0)
         b.text("\nScore: you ").pick(SCORES, total[player] - SCORE_MIN)
         b.text(", opponent ").pick(SCORES, total[1 - player] - SCORE_MIN).text(".")
