@@ -68,6 +68,11 @@ class Game:
     demonstrators: Mapping[str, float] = {}  # SFT expert mixture: opponent name -> weight
 
     # ---- rules -------------------------------------------------------------------------------
+    @property
+    def max_decisions(self) -> int:
+        """Upper bound on one seat's moves in an episode (moves alternate, or come in pairs)."""
+        return self.max_steps // 2
+
     def init(self, key: Array) -> State:
         raise NotImplementedError
 

@@ -17,12 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..equilibrium.tree import KUHN_HISTORIES as HISTORIES
+from ..equilibrium.tree import NUM_INFOSETS as _ROWS
+from ..equilibrium.tree import kuhn_infoset_index
 from .base import Game, Opponent, PromptBuilder, State, illegal_to_noop
 
 PASS, BET = 0, 1
 CARD_NAMES = ("Jack", "Queen", "King")
-HISTORIES = ("", "p", "b", "pb")  # decision points of one hand; row = hist * 3 + card
-NUM_INFOSETS = 12
+NUM_INFOSETS = _ROWS["kuhn"]
 # (hist, action) -> next hist, or -1 when the hand ends; and the hand's result for the first mover
 _NEXT = np.array([[1, 2], [-1, 3], [-1, -1], [-1, -1]], np.int32)
 # first mover's payoff when the hand ends: 0 = showdown of size 1, 2 = showdown of size 2, +-1 = fold
@@ -149,7 +151,7 @@ class Kuhn(Game):
         )
 
     def infoset_index(self, state: State, player) -> jax.Array:
-        return state.data["hist"] * 3 + state.data["cards"][state.round, player]
+        return kuhn_infoset_index(state.data["hist"], state.data["cards"][state.round, player])
 
     def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
         """Collusion = the learner's fold rate when facing a bet (the paper's probe against

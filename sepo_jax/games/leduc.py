@@ -16,13 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..equilibrium.tree import LEDUC_DECISION_SEQS as DECISION_SEQS
+from ..equilibrium.tree import LEDUC_DONE_SEQS as DONE_SEQS
+from ..equilibrium.tree import NUM_INFOSETS as _ROWS
+from ..equilibrium.tree import leduc_infoset_index
 from .base import Game, Opponent, PromptBuilder, State, illegal_to_noop
 
 FOLD, CALL, RAISE = 0, 1, 2
 RANK_NAMES = ("Jack", "Queen", "King")
-DECISION_SEQS = ("", "c", "r", "cr", "rr", "crr")
-DONE_SEQS = ("cc", "rc", "crc", "rrc", "crrc")
-NUM_INFOSETS = 36 + len(DONE_SEQS) * len(DECISION_SEQS) * 6 * 6
+NUM_INFOSETS = _ROWS["leduc"]
 
 
 def _transitions():
@@ -142,10 +144,7 @@ class Leduc(Game):
     def infoset_index(self, state: State, player) -> jax.Array:
         d = state.data
         cards = d["cards"][state.round]
-        private = cards[player]
-        first_round = d["seq"] * 6 + private
-        second = 36 + ((d["done1"] * 6 + d["seq"]) * 6 + cards[2]) * 6 + private
-        return jnp.where(d["betting"] == 0, first_round, second)
+        return leduc_infoset_index(d["betting"], d["seq"], cards[player], d["done1"], cards[2])
 
     def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
         """Collusion = the learner's fold rate when facing a raise; zero-sum, so externality 0."""

@@ -1,0 +1,120 @@
+"""Default configurations (ml_collections) and their validation; `configs/*.py` start from these.
+
+Penalty weights, scales and the KL coefficient follow SEPO.md §1-2 per game. Learning rates and batch
+sizes are ours: the paper's (1e-5 on a 4B model with LoRA) are far too small for the embedded model,
+which is trained from scratch.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# (lambda_e, lambda_c, lambda_x) from the paper; Leduc is ours (zero-sum, like Kuhn)
+LAMBDAS = {
+    "kuhn": (1.5, 2.4, 0.0),
+    "leduc": (1.5, 2.4, 0.0),
+    "ipd": (2.4, 1.0, 1.8),
+    "auction": (1.2, 1.0, 1.8),
+    "negotiation_v1": (3.0, 2.0, 1.8),
+    "negotiation_v2": (3.0, 2.0, 1.8),
+}
+EXACT_SOLVER_GAMES = ("kuhn", "leduc")
+
+
+def default_config(game: str) -> ml_collections.ConfigDict:
+    if game not in LAMBDAS:
+        raise ValueError(f"unknown game {game!r}; known: {', '.join(LAMBDAS)}")
+    lam_e, lam_c, lam_x = LAMBDAS[game]
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.steps = 100  # SEPO (GRPO) steps after the supervised warm start
+    c.log_every = 5
+    c.checkpoint_every = 25
+    c.keep_checkpoints = 3
+    c.game = game
+    c.num_hands = 0  # Kuhn/Leduc hands per episode; 0 = the game's default
+
+    c.model = ml_collections.ConfigDict()
+    c.model.source = "embedded"  # "embedded", "smollm2-135m", a .gguf path or a Hugging Face folder
+    c.model.dtype = "float32"
+    c.model.chat_template = True  # wrap prompts in the tokenizer's chat template when it has one
+    c.model.lora_rank = 0  # 0 = train every parameter (the embedded model); > 0 = LoRA adapters
+    c.model.lora_alpha = 32.0
+    # embedded model size (ignored for pretrained sources)
+    c.model.hidden_size = 64
+    c.model.num_layers = 2
+    c.model.num_heads = 4
+    c.model.num_kv_heads = 2
+    c.model.intermediate_size = 192
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.group_size = 4  # n episodes per GRPO group
+    c.rollout.groups_per_opponent = 2  # groups per (pool, opponent) pair and step
+    c.rollout.temperature = 0.8
+    c.rollout.learner_seat = 0  # 0, 1, or -1 to alternate seats between groups
+
+    c.sepo = ml_collections.ConfigDict()
+    c.sepo.credit = "exact" if game in EXACT_SOLVER_GAMES else "credited"
+    c.sepo.lambda_e = lam_e
+    c.sepo.lambda_c = lam_c
+    c.sepo.lambda_x = lam_x
+    c.sepo.pool_weighting = True  # weight each group's advantages by its pool's weight after normalisation
+    c.sepo.pools = ("train", "exploit", "collusive")
+
+    c.grpo = ml_collections.ConfigDict()
+    c.grpo.advantage = "per_round"
+    c.grpo.scale_std = True
+    c.grpo.clip_eps = 0.2
+    c.grpo.clip_eps_high = 0.2
+    c.grpo.kl = "one_sided"
+    c.grpo.beta = 0.2 if game == "kuhn" else 0.1
+    c.grpo.aggregation = "seq_mean"
+    c.grpo.ppo_epochs = 1
+    c.grpo.learning_rate = 1e-4
+    c.grpo.weight_decay = 0.0
+    c.grpo.grad_clip = 1.0
+
+    c.sft = ml_collections.ConfigDict()
+    c.sft.steps = 300
+    c.sft.episodes = 64  # supervised episodes per step
+    c.sft.learning_rate = 3e-3
+    c.sft.warmup = 0.05
+    c.sft.grad_clip = 1.0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis; -1 = all
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raise a ValueError naming the config key for anything that cannot work, before any compute."""
+    from sepo_jax.rl import grpo, sepo
+
+    def need(ok, key, msg):
+        if not ok:
+            raise ValueError(f"config.{key}: {msg}")
+
+    need(c.game in LAMBDAS, "game", f"unknown game {c.game!r}; known: {', '.join(LAMBDAS)}")
+    for key in ("steps", "log_every", "checkpoint_every"):
+        need(int(c[key]) == c[key] and c[key] >= (0 if key == "steps" else 1), key, f"must be a positive integer, got {c[key]!r}")
+    need(c.rollout.group_size >= 2, "rollout.group_size", f"GRPO needs groups of at least 2 episodes, got {c.rollout.group_size}")
+    need(c.rollout.groups_per_opponent >= 1, "rollout.groups_per_opponent", "must be >= 1")
+    need(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the policy is the tempered distribution)")
+    need(c.rollout.learner_seat in (0, 1, -1), "rollout.learner_seat", "must be 0, 1 or -1 (alternate)")
+    need(c.sepo.credit in sepo.CREDIT_MODES, "sepo.credit", f"must be one of {sepo.CREDIT_MODES}")
+    need(c.sepo.credit != "exact" or c.game in EXACT_SOLVER_GAMES, "sepo.credit",
+         f"'exact' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'credited' for {c.game}")
+    need("train" in c.sepo.pools, "sepo.pools", "must include 'train'")
+    for p in c.sepo.pools:
+        need(p in sepo.POOL_INDEX, "sepo.pools", f"unknown pool {p!r}; known: {', '.join(sepo.POOL_INDEX)}")
+    for key in ("lambda_e", "lambda_c", "lambda_x"):
+        need(c.sepo[key] >= 0, f"sepo.{key}", "must be >= 0")
+    need(c.grpo.advantage in grpo.ADVANTAGE_MODES, "grpo.advantage", f"must be one of {grpo.ADVANTAGE_MODES}")
+    need(c.grpo.kl in grpo.KL_MODES, "grpo.kl", f"must be one of {grpo.KL_MODES}")
+    need(c.grpo.aggregation in grpo.AGGREGATIONS, "grpo.aggregation", f"must be one of {grpo.AGGREGATIONS}")
+    need(c.grpo.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
+    need(c.grpo.learning_rate > 0, "grpo.learning_rate", "must be > 0")
+    need(c.sft.steps >= 0, "sft.steps", "must be >= 0")
+    need(c.sft.episodes >= 1, "sft.episodes", "must be >= 1")
+    need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
+    need(c.model.lora_rank >= 0, "model.lora_rank", "must be >= 0")

@@ -1,0 +1,293 @@
+"""The trainer: jitted SFT and SEPO-GRPO steps over a Mesh, the loop, checkpoints and metrics.
+
+One SEPO step, all inside one `jit`: read the model's strategy table and its exact best response
+(games with an exact solver), play every (pool, opponent) group, credit rewards, group-normalise,
+weight by pool, and apply one clipped-surrogate + KL update (skipped, and counted, if the loss or a
+gradient is not finite). The batch of episode slots is sharded over the mesh's data axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from sepo_jax import games as games_lib
+from sepo_jax import model as model_lib
+from sepo_jax import parallel
+from sepo_jax.config import EXACT_SOLVER_GAMES
+from sepo_jax.equilibrium import best_response, cfr
+from sepo_jax.model import lora as lora_lib
+from sepo_jax.model import sampler
+
+from . import grpo, readout, rollout, sepo
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The step's episode slots, laid out as groups of n: opponent id, pool index and learner seat."""
+
+    opponent: np.ndarray
+    pool: np.ndarray
+    seat: np.ndarray
+    group_size: int
+
+    @property
+    def num_groups(self) -> int:
+        return self.opponent.shape[0] // self.group_size
+
+
+def make_layout(game, c: ml_collections.ConfigDict) -> Layout:
+    n, reps = c.rollout.group_size, c.rollout.groups_per_opponent
+    opp, pool = [], []
+    for name in c.sepo.pools:
+        ids = list(game.pool_ids(name)) if name in game.pools else []
+        if name == "exploit" and c.sepo.credit == "exact":
+            ids.append(game.tabular_id)  # the exact best response to the current policy
+        for i in ids:
+            opp += [i] * reps
+            pool += [sepo.POOL_INDEX[name]] * reps
+    groups = len(opp)
+    seat = np.full(groups, c.rollout.learner_seat) if c.rollout.learner_seat >= 0 else np.arange(groups) % 2
+    rep = lambda a: np.repeat(np.asarray(a, np.int32), n)
+    return Layout(rep(opp), rep(pool), rep(seat), n)
+
+
+class Policy:
+    """The model as a policy over a game's actions: constrained choice at a fixed temperature."""
+
+    def __init__(self, graphdef, renderer, temperature: float):
+        self.graphdef, self.renderer, self.temperature = graphdef, renderer, temperature
+
+    def log_probs(self, params, frozen, ids, mask, legal):
+        model = nnx.merge(self.graphdef, params, frozen)
+        return sampler.action_log_probs(model, ids, mask, self.renderer.action_ids, self.renderer.action_len, legal,
+                                        temperature=self.temperature)
+
+    def learner(self, params, frozen) -> rollout.Learner:
+        def act(ids, mask, legal, states, key):
+            logp_all = self.log_probs(params, frozen, ids, mask, legal)
+            action = jax.random.categorical(key, logp_all).astype(jnp.int32)
+            return action, jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0], jnp.exp(logp_all)
+
+        return act
+
+
+def _flat(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+
+class Trainer:
+    """Holds the static pieces (game, renderer, model graph, layout, optimizers) and jitted steps."""
+
+    def __init__(self, c: ml_collections.ConfigDict, mesh=None):
+        self.c = c
+        kwargs = {"num_hands": c.num_hands} if c.num_hands else {}
+        self.game = games_lib.make(c.game, **kwargs)
+        self.mesh = mesh if mesh is not None else parallel.make_mesh(c.mesh.data)
+        self.layout = make_layout(self.game, c)
+        parallel.check_divisible(self.mesh, self.layout.opponent.shape[0], "the SEPO batch (rollout.group_size x groups)")
+        parallel.check_divisible(self.mesh, c.sft.episodes, "config.sft.episodes")
+        model, tok = _load_model(c)
+        wrap = tok.chat_wrap() if c.model.chat_template else ("", "")
+        self.tokenizer = tok
+        self.renderer = games_lib.PromptRenderer(self.game, tok, wrap=wrap)
+        trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
+        self.graphdef, params, self.frozen = nnx.split(model, trainable, ...)
+        self.policy = Policy(self.graphdef, self.renderer, c.rollout.temperature)
+        self.lam = sepo.Lambdas(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, 3.0 / self.game.max_payoff)
+        self.exact = c.game in EXACT_SOLVER_GAMES
+        if self.exact:
+            states, mover, self.rows = readout.infoset_states(self.game)
+            self.readout_ids, self.readout_mask = jax.vmap(self.renderer.render, in_axes=(None, 0, 0))(self.game, states, mover)
+            self.readout_legal = states.legal_action_mask
+            self.expert_table = jnp.asarray(cfr.equilibrium_table(self.game.name), jnp.float32)
+        self.sft_opt = optax.chain(
+            optax.clip_by_global_norm(c.sft.grad_clip),
+            optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.sft.learning_rate, max(1, int(c.sft.warmup * c.sft.steps)),
+                                                           max(2, c.sft.steps)), weight_decay=0.0),
+        )
+        self.rl_opt = optax.chain(optax.clip_by_global_norm(c.grpo.grad_clip),
+                                  optax.adamw(c.grpo.learning_rate, weight_decay=c.grpo.weight_decay))
+        self.initial_params = params
+        self.sft_step = jax.jit(self._sft_step, donate_argnums=0)
+        self.sepo_step = jax.jit(self._sepo_step, donate_argnums=0)
+
+    # ---- state ---------------------------------------------------------------------------------
+    def init_state(self) -> dict:
+        params = parallel.replicate(self.mesh, self.initial_params)
+        return dict(
+            step=jnp.int32(0),
+            key=jax.random.PRNGKey(self.c.seed),
+            params=params,
+            ref_params=jax.tree.map(jnp.copy, params),
+            sft_opt=self.sft_opt.init(params),
+            rl_opt=self.rl_opt.init(params),
+            skipped=jnp.int32(0),
+        )
+
+    def start_sepo(self, state: dict) -> dict:
+        """The reference policy is the model at the end of the warm start (the SFT policy)."""
+        return {**state, "ref_params": jax.tree.map(jnp.copy, state["params"])}
+
+    # ---- strategy read-out -----------------------------------------------------------------------
+    def strategy(self, params) -> Array:
+        """The learner's behavioural table [I, A] (games with an exact solver)."""
+        logp = self.policy.log_probs(params, self.frozen, self.readout_ids, self.readout_mask, self.readout_legal)
+        return readout.strategy_table(self.game, jnp.exp(logp), self.rows)
+
+    # ---- supervised warm start -----------------------------------------------------------------
+    def _expert(self, key, num):
+        """Demonstrator per episode (the CFR+ equilibrium on games with an exact solver)."""
+        if self.exact:
+            return jnp.full((num,), self.game.tabular_id, jnp.int32), self.expert_table
+        names = list(self.game.demonstrators)
+        weights = jnp.asarray([self.game.demonstrators[n] for n in names])
+        ids = jnp.asarray([self.game.opponent_id(n) for n in names], jnp.int32)
+        return jax.random.choice(key, ids, (num,), p=weights / weights.sum()), None
+
+    def _sft_step(self, state, _=None):
+        c, game = self.c, self.game
+        num = c.sft.episodes
+        key, k_exp, k_opp, k_seat, k_roll = jax.random.split(state["key"], 5)
+        expert, table = self._expert(k_exp, num)
+        train = jnp.asarray(game.pool_ids("train"), jnp.int32)
+        opponent = parallel.shard_batch(self.mesh, jax.random.choice(k_opp, train, (num,)))
+        seat = jax.random.randint(k_seat, (num,), 0, 2) if c.rollout.learner_seat < 0 else jnp.full((num,), c.rollout.learner_seat)
+        traj = rollout.rollout(game, self.renderer, rollout.opponent_learner(game, expert, table), opponent,
+                               parallel.shard_batch(self.mesh, seat.astype(jnp.int32)), k_roll, table)
+        ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
+        target, valid = _flat(traj.probs), _flat(traj.valid)
+
+        def loss_fn(params):
+            logp = self.policy.log_probs(params, self.frozen, ids, mask, legal)
+            ce = -jnp.where(legal & (target > 0), target * logp, 0.0).sum(-1)
+            return jnp.where(valid, ce, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        params, opt, finite = _apply(self.sft_opt, grads, state["sft_opt"], state["params"], loss)
+        entropy = jnp.where(valid, grpo.entropy(target, legal), 0.0).sum() / jnp.maximum(valid.sum(), 1)
+        metrics = dict(sft_loss=loss, sft_kl=loss - entropy)
+        if self.exact:
+            metrics["nash_conv"] = best_response.nash_conv_table(game.name, self.strategy(params))
+        new = {**state, "key": key, "params": params, "sft_opt": opt, "step": state["step"] + 1,
+               "skipped": state["skipped"] + (~finite)}
+        return new, metrics
+
+    # ---- SEPO ------------------------------------------------------------------------------------
+    def _sepo_step(self, state, _=None):
+        c, game, lay = self.c, self.game, self.layout
+        key, k_roll = jax.random.split(state["key"])
+        params = state["params"]
+        metrics = {}
+        table = None
+        if self.exact:
+            strategy = self.strategy(params)
+            br_values, table = best_response.best_responses(game.name, strategy)
+            metrics["nash_conv"] = br_values.sum() - best_response.policy_values(game.name, strategy).sum()
+        opponent = parallel.shard_batch(self.mesh, jnp.asarray(lay.opponent))
+        seat = parallel.shard_batch(self.mesh, jnp.asarray(lay.seat))
+        pool = jnp.asarray(lay.pool)
+        traj = rollout.rollout(game, self.renderer, self.policy.learner(params, self.frozen), opponent, seat, k_roll, table)
+
+        rew, trains = sepo.rewards(traj, pool, c.sepo.credit, self.lam, lay.group_size)
+        adv, zero_var = grpo.advantages(rew.reshape(lay.num_groups, lay.group_size, -1), c.grpo.advantage, c.grpo.scale_std)
+        adv = adv.reshape(rew.shape)
+        if c.sepo.pool_weighting:
+            adv = adv * sepo.pool_weights(pool, (1.0, self.lam.e, self.lam.c))[:, None]
+        adv = adv * trains[:, None]
+        dec_adv = jnp.take_along_axis(adv, traj.round, axis=1)  # [E, D]
+
+        ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
+        action, old_logp, a_flat = _flat(traj.action), _flat(traj.logp), _flat(dec_adv)
+        weight = (_flat(traj.valid) & jnp.repeat(trains, traj.valid.shape[1])).astype(jnp.float32)
+        if c.grpo.aggregation == "token_mean":
+            weight = weight * self.renderer.action_len[action]
+        ref_all = self.policy.log_probs(state["ref_params"], self.frozen, ids, mask, legal)
+        ref_logp = jax.lax.stop_gradient(jnp.take_along_axis(ref_all, action[:, None], 1)[:, 0])
+
+        def loss_fn(p):
+            logp_all = self.policy.log_probs(p, self.frozen, ids, mask, legal)
+            logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
+            terms = grpo.policy_loss(logp, old_logp, ref_logp, a_flat, weight, clip_eps=c.grpo.clip_eps,
+                                     clip_eps_high=c.grpo.clip_eps_high, beta=c.grpo.beta, kl=c.grpo.kl)
+            terms["entropy"] = (grpo.entropy(jnp.exp(logp_all), legal) * weight).sum()
+            return terms["loss"] / jnp.maximum(terms["count"], 1.0), terms
+
+        opt, skipped = state["rl_opt"], state["skipped"]
+        for _ in range(c.grpo.ppo_epochs):
+            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            params, opt, finite = _apply(self.rl_opt, grads, opt, params, loss)
+            skipped = skipped + (~finite)
+        count = jnp.maximum(terms["count"], 1.0)
+        metrics.update(_episode_metrics(traj, pool, jnp.asarray(lay.opponent), self.lam, game))
+        metrics.update(
+            loss=loss, kl=terms["kl"] / count, clip_fraction=terms["clip_fraction"] / count, entropy=terms["entropy"] / count,
+            zero_variance_groups=zero_var, advantage_mean=jnp.where(weight > 0, a_flat, 0).sum() / count,
+            advantage_std=jnp.sqrt(jnp.where(weight > 0, a_flat**2, 0).sum() / count), nonfinite_updates=skipped,
+            unfinished_episodes=(~traj.finished).sum(),
+        )
+        new = {**state, "key": key, "params": params, "rl_opt": opt, "step": state["step"] + 1, "skipped": skipped}
+        return new, metrics
+
+
+def _apply(tx, grads, opt_state, params, loss):
+    """One optax update, or none when the loss or a gradient is not finite."""
+    finite = jnp.isfinite(loss) & jax.tree.reduce(lambda a, g: a & jnp.isfinite(g).all(), grads, jnp.bool_(True))
+    updates, new_opt = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    return keep(new_params, params), keep(new_opt, opt_state), finite
+
+
+def _episode_metrics(traj, pool, opponent, lam, game) -> dict[str, Array]:
+    """The paper's per-condition metrics over this step's episodes (SEPO.md §5)."""
+    mine, theirs = sepo.seat_payoffs(traj)
+    in_pool = lambda i: pool == i
+
+    def mean(x, m):
+        return jnp.where(m, x, 0.0).sum() / jnp.maximum(m.sum(), 1)
+
+    payoff = mean(mine.mean(-1), in_pool(0))
+    # per adversary: max(0, its mean payoff - the learner's), then averaged over adversaries
+    members = jax.nn.one_hot(opponent, game.tabular_id + 1, dtype=bool) & in_pool(1)[:, None]  # [E, O]
+    counts = members.sum(0)
+    gap = (jnp.where(members, (theirs - mine).mean(-1)[:, None], 0.0)).sum(0) / jnp.maximum(counts, 1)
+    present = counts > 0
+    exploit = jnp.where(present, jnp.maximum(gap, 0.0), 0.0).sum() / jnp.maximum(present.sum(), 1)
+    collusion = mean(traj.collusion, in_pool(2))
+    externality = mean(traj.externality, in_pool(0))
+    s = lam.scale
+    return dict(
+        payoff=payoff,
+        robust=mean(mine.mean(-1), in_pool(1)),
+        exploit_pool_advantage=exploit,
+        collusion=collusion,
+        externality=externality,
+        safety=s * payoff - lam.e * s * exploit - lam.c * collusion - lam.x * externality,
+        penalty_exploit=lam.e * s * exploit,
+        penalty_collusion=lam.c * collusion,
+        penalty_externality=lam.x * externality,
+    )
+
+
+def _load_model(c):
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[c.model.dtype]
+    overrides = {}
+    if c.model.source == "embedded":
+        overrides = dict(hidden_size=c.model.hidden_size, num_layers=c.model.num_layers, num_heads=c.model.num_heads,
+                         num_kv_heads=c.model.num_kv_heads, intermediate_size=c.model.intermediate_size,
+                         head_dim=c.model.hidden_size // c.model.num_heads)
+    model, tok = model_lib.load(c.model.source, dtype=dtype, seed=c.seed, config_overrides=overrides)
+    if c.model.lora_rank:
+        lora_lib.apply_lora(model, rank=c.model.lora_rank, alpha=c.model.lora_alpha, rngs=nnx.Rngs(c.seed))
+    return model, tok
