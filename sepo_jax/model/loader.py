@@ -34,16 +34,18 @@ def smollm2_path() -> str:
 
 
 def load(source: str | os.PathLike, *, dtype=jnp.float32, seed: int = 0, rngs: nnx.Rngs | None = None,
-         sharding: weights.Sharding = None) -> tuple[Decoder, tokenizer_lib.Tokenizer]:
+         sharding: weights.Sharding = None, config_overrides: dict | None = None
+         ) -> tuple[Decoder, tokenizer_lib.Tokenizer]:
     """(model, tokenizer) from `source` (see the module docstring); parameters in `dtype`, placed with
     `sharding` (a `jax.sharding.Sharding`, or a function of (parameter name, shape) returning one).
-    `seed`/`rngs` only matter for "embedded", whose weights are freshly initialised."""
+    `seed`/`rngs`/`config_overrides` (fields of `embedded_config`) only matter for "embedded", whose
+    weights are freshly initialised."""
     source = os.fspath(source)
     if source == "embedded":
         from sepo_jax.games import template_texts
 
         tok = tokenizer_lib.embedded_tokenizer(template_texts())
-        config = embedded_config(tok.vocab_size, dtype=dtype, param_dtype=dtype)
+        config = embedded_config(tok.vocab_size, dtype=dtype, param_dtype=dtype, **(config_overrides or {}))
         model = Decoder(config, rngs=rngs or nnx.Rngs(seed))
         return (model if sharding is None else _placed(model, sharding)), tok
     if source == "smollm2-135m":
