@@ -13,8 +13,8 @@ Conventions:
 * Actions: ``action_ids[A,L]`` right-padded token sequences with ``action_len[A] >= 1``, ``legal_mask[B,A]``
   (at least one legal action per row). An action's score is the sum of its token log-probs after the
   prompt; the policy is the log-softmax of the scores over the legal actions, ``-inf`` on illegal ones.
-  Scoring prefills the prompt once, repeats the cache to ``B*A`` rows and runs the A continuations
-  (``L-1`` tokens each) against it: prompt cost once, not A times.
+  Scoring prefills the prompt once and runs the A continuations (``L-1`` tokens each) against it as
+  branches of one row (tree attention): prompt cost once and no copy of the cache per action.
 * Reasoning budget: k free tokens (a row stops after sampling ``eos_id``), then the forced ``suffix_ids``
   (e.g. the ids of "\\nAction:"), then the constrained choice. ``score_reasoning`` recomputes every
   log-prob of such a rollout differentiably (no while_loop) for the trainer.
@@ -72,9 +72,9 @@ def _sample_token(logits, key, temperature, top_k, top_p):
   return jax.random.categorical(key, _filter_logits(logits / temperature, top_k, top_p)).astype(jnp.int32)
 
 
-def _prefill(model: Decoder, ids, mask, extra: int, group_size: int):
-  """Prefills B prompts into a cache with ``extra`` free slots; returns (last logits, cache), both
-  repeated to B*group_size rows."""
+def prefill(model: Decoder, ids, mask, extra: int, group_size: int = 1):
+  """Prefills B prompts into a cache with ``extra`` free slots; returns (last logits [R,V], cache), both
+  repeated to R = B*group_size rows."""
   cache = model.init_cache(ids.shape[0], ids.shape[1] + extra)
   logits, cache = model(ids, mask, cache=cache)
   return jnp.repeat(logits[:, -1], group_size, axis=0), cache.repeat(group_size)
@@ -112,12 +112,16 @@ def _decode(model: Decoder, cache: KVCache, logits, key, steps: int, temperature
 def generate(model: Decoder, prompt_ids, prompt_mask, key, *, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None, group_size: int = 1) -> Generation:
   """Samples ``max_new_tokens`` (or until ``eos_id``) for each of B prompts x group_size samples."""
-  logits, cache = _prefill(model, prompt_ids, prompt_mask, max_new_tokens, group_size)
+  logits, cache = prefill(model, prompt_ids, prompt_mask, max_new_tokens, group_size)
   return _decode(model, cache, logits, key, max_new_tokens, temperature, top_k, top_p, eos_id)[0]
 
 
 def _action_scores(model: Decoder, cache: KVCache, last_logits, action_ids, action_len, temperature):
-  """[R, A] summed token log-probs of every action continuing each cached row (cache needs L-1 free slots)."""
+  """[R, A] summed token log-probs of every action continuing each cached row.
+
+  All A continuations run in one row as branches of the cached prefix (tree attention: action a's tokens
+  are segment a+1 and sit at positions next_pos + j), so the cache needs A*(L-1) free slots, not A copies.
+  """
   num_actions, length = action_ids.shape
   rows = last_logits.shape[0]
   scores = _log_softmax_at(last_logits[:, None, :], jnp.broadcast_to(action_ids[:, 0], (rows, num_actions)),
@@ -125,11 +129,19 @@ def _action_scores(model: Decoder, cache: KVCache, last_logits, action_ids, acti
   if length == 1:
     return scores
   steps = jnp.arange(length - 1)
-  ids = jnp.tile(action_ids[:, :-1], (rows, 1))  # row r*A + a
-  mask = jnp.tile(steps[None, :] < action_len[:, None] - 1, (rows, 1))
-  logits, _ = model(ids, mask, cache=cache.repeat(num_actions))
-  lp = _log_softmax_at(logits, jnp.tile(action_ids[:, 1:], (rows, 1)), temperature)
-  return scores + jnp.where(mask, lp, 0.0).sum(axis=1).reshape(rows, num_actions)
+  flat = lambda x: jnp.broadcast_to(x.reshape(-1), (rows, x.size))
+  mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
+  segments = jnp.broadcast_to(jnp.arange(1, num_actions + 1)[:, None], mask.shape)
+  positions = cache.next_pos[:, None] + flat(jnp.broadcast_to(steps, mask.shape))
+  logits, _ = model(flat(action_ids[:, :-1]), flat(mask), cache=cache, positions=positions,
+                    segment_ids=flat(segments))
+  logits = logits.reshape(rows, num_actions, length - 1, -1)
+  lp = _log_softmax_at(logits, jnp.broadcast_to(action_ids[:, 1:], (rows, num_actions, length - 1)), temperature)
+  return scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
+
+
+def _branch_slots(action_ids) -> int:
+  return action_ids.shape[0] * (action_ids.shape[1] - 1)
 
 
 def _renormalise(scores, legal_mask):
@@ -149,7 +161,7 @@ def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action
                      temperature: float = 1.0) -> jax.Array:
   """[B, A] log-probs of the legal actions, renormalised; -inf on illegal ones. Differentiable."""
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
-  last, cache = _prefill(model, prompt_ids, prompt_mask, action_ids.shape[1] - 1, 1)
+  last, cache = prefill(model, prompt_ids, prompt_mask, _branch_slots(action_ids), 1)
   return _renormalise(_action_scores(model, cache, last, action_ids, action_len, temperature), legal_mask)
 
 
@@ -182,8 +194,8 @@ def sample_with_reasoning(model: Decoder, prompt_ids, prompt_mask, action_ids, a
   """k=``budget`` free tokens, then ``suffix_ids[S]`` forced, then the constrained action choice."""
   rows = prompt_ids.shape[0] * group_size
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
-  extra = budget + suffix_ids.shape[0] + action_ids.shape[1] - 1
-  logits, cache = _prefill(model, prompt_ids, prompt_mask, extra, group_size)
+  extra = budget + suffix_ids.shape[0] + _branch_slots(action_ids)
+  logits, cache = prefill(model, prompt_ids, prompt_mask, extra, group_size)
   key_reason, key_action = jax.random.split(key)
   reasoning, cache, _ = _decode(model, cache, logits, key_reason, budget, temperature, top_k, top_p, eos_id)
   suffix = jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))
@@ -205,8 +217,8 @@ def score_reasoning(model: Decoder, prompt_ids, prompt_mask, reasoning: jax.Arra
   """
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
   rows, budget = reasoning.shape
-  extra = budget + suffix_ids.shape[0] + action_ids.shape[1] - 1
-  last, cache = _prefill(model, prompt_ids, prompt_mask, extra, group_size)
+  extra = budget + suffix_ids.shape[0] + _branch_slots(action_ids)
+  last, cache = prefill(model, prompt_ids, prompt_mask, extra, group_size)
   chunk = jnp.concatenate([reasoning, jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))], axis=1)
   mask = jnp.concatenate([reasoning_mask.astype(bool), jnp.ones((rows, suffix_ids.shape[0]), bool)], axis=1)
   logits, cache = model(chunk, mask, cache=cache)

@@ -26,6 +26,9 @@ Calling convention:
   advance a row's position, so a chunk may contain padding anywhere. ``cache.repeat(n)`` copies every
   row n times (row ``b`` -> rows ``b*n .. b*n+n-1``): this is how the sampler shares one prefill
   between the n samples of a prompt.
+* Tree attention: explicit ``positions`` and ``segment_ids`` let several continuations of one cached
+  prefix share a row without seeing each other (the sampler scores all A actions this way, so the
+  prompt's cache is never copied A times).
 """
 
 from __future__ import annotations
@@ -183,6 +186,7 @@ class KVCache:
   v: jax.Array  # [L, B, S, K, D]
   pos: jax.Array  # [B, S] int32 position of each slot
   valid: jax.Array  # [B, S] bool: slot written by an unmasked token
+  segment: jax.Array  # [B, S] int32 branch id: 0 = shared, visible to all; s > 0 only to branch s
   index: jax.Array  # [] int32 next slot to write (same for every row)
   next_pos: jax.Array  # [B] int32 position of the next unmasked token per row
 
@@ -191,8 +195,8 @@ class KVCache:
     if n == 1:
       return self
     rep = lambda x, axis: jnp.repeat(x, n, axis=axis)
-    return KVCache(rep(self.k, 1), rep(self.v, 1), rep(self.pos, 0), rep(self.valid, 0), self.index,
-                   rep(self.next_pos, 0))
+    return KVCache(rep(self.k, 1), rep(self.v, 1), rep(self.pos, 0), rep(self.valid, 0), rep(self.segment, 0),
+                   self.index, rep(self.next_pos, 0))
 
 
 def _init(std):
@@ -289,7 +293,7 @@ class Attention(nnx.Module):
     self.heads = (cfg.num_heads, cfg.num_kv_heads, d)
     self.qk_norm = cfg.qk_norm
 
-  def __call__(self, x, positions, layer, k_all, v_all, index, k_pos, k_valid):
+  def __call__(self, x, positions, layer, k_all, v_all, index, masks):
     """x [B,T,H]; this layer's slice ``layer`` of the stacked caches [L,B,S,K,D] is written at slot
     ``index`` in place (no per-step copy of the whole cache) and the caches are returned."""
     b, t, _ = x.shape
@@ -309,9 +313,7 @@ class Attention(nnx.Module):
                         preferred_element_type=jnp.float32) * self.scale
     if self.softcap:
       scores = jnp.tanh(scores / self.softcap) * self.softcap
-    allowed = k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
-    if self.window:
-      allowed &= positions[:, :, None] - k_pos[:, None, :] < self.window
+    allowed = masks[self.window]  # [B,T,S]
     # A finite floor keeps fully masked (padding) query rows NaN-free, in values and gradients.
     scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
@@ -374,20 +376,37 @@ class Decoder(nnx.Module):
     shape = (c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim)
     return KVCache(k=jnp.zeros(shape, c.dtype), v=jnp.zeros(shape, c.dtype),
                    pos=jnp.zeros((batch, max_len), jnp.int32), valid=jnp.zeros((batch, max_len), bool),
+                   segment=jnp.zeros((batch, max_len), jnp.int32),
                    index=jnp.zeros((), jnp.int32), next_pos=jnp.zeros((batch,), jnp.int32))
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
-               cache: KVCache | None = None):
-    """Returns float32 logits [B,T,V], or ``(logits, cache)`` when a cache is passed."""
+               cache: KVCache | None = None, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None):
+    """Returns float32 logits [B,T,V], or ``(logits, cache)`` when a cache is passed.
+
+    ``positions`` [B,T] override ``cache.next_pos + cumsum(mask) - 1``; ``segment_ids`` [B,T] (default 0)
+    put tokens on branches: a token attends to shared slots (segment 0) and to its own segment only. With
+    both, several continuations of one cached prefix run as one row (tree attention, used to score all
+    actions at once); the cache then ends at the longest branch.
+    """
     b, t = input_ids.shape
     mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
     use_cache = cache is not None
     if not use_cache:
       cache = self.init_cache(b, t)
-    positions = cache.next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+    if positions is None:
+      positions = cache.next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+    segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     index = cache.index
     k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
     k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
+    k_seg = jax.lax.dynamic_update_slice(cache.segment, segments, (0, index))
+    seen = (k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
+            & ((k_seg[:, None, :] == 0) | (k_seg[:, None, :] == segments[:, :, None])))
+    masks = {None: seen}
+    window = self.config.sliding_window
+    if window:
+      masks[window] = seen & (positions[:, :, None] - k_pos[:, None, :] < window)
 
     c = self.config
     x = self.embed_tokens(input_ids).astype(c.dtype)
@@ -395,7 +414,7 @@ class Decoder(nnx.Module):
       x = x * jnp.asarray(c.hidden_size ** 0.5, c.dtype)
     k_all, v_all = cache.k, cache.v
     for i, layer in enumerate(self.layers):
-      x, k_all, v_all = layer(x, positions, i, k_all, v_all, index, k_pos, k_valid)
+      x, k_all, v_all = layer(x, positions, i, k_all, v_all, index, masks)
     x = self.norm(x)
     if c.tie_embeddings:
       logits = jnp.dot(x, self.embed_tokens.weight[...].astype(c.dtype).T)
@@ -406,6 +425,7 @@ class Decoder(nnx.Module):
       logits = jnp.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
     if not use_cache:
       return logits
-    new_cache = KVCache(k=k_all, v=v_all, pos=k_pos, valid=k_valid, index=index + t,
-                        next_pos=cache.next_pos + mask.sum(axis=1, dtype=jnp.int32))
+    next_pos = jnp.maximum(cache.next_pos, jnp.max(jnp.where(mask, positions + 1, 0), axis=1))
+    new_cache = KVCache(k=k_all, v=v_all, pos=k_pos, valid=k_valid, segment=k_seg, index=index + t,
+                        next_pos=next_pos)
     return logits, new_cache
