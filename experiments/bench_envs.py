@@ -32,8 +32,8 @@ MIN_SECONDS, MIN_REPEATS, MAX_REPEATS = 1.0, 3, 100
 MAX_CALL_SECONDS = 20.0  # a size whose projected call time exceeds this is skipped
 
 
-def uniform_legal(state, player, key):
-    return jax.random.categorical(key, jnp.where(state.legal_action_mask, 0.0, -jnp.inf))
+def uniform_legal(state, player):
+    return state.legal_action_mask / state.legal_action_mask.sum()
 
 
 def random_legal_opponent(game):

@@ -6,6 +6,7 @@ import numpy as np
 import pyspiel
 
 from sepo_jax.games import opponents_policy
+from sepo_jax.games.play import sample
 
 
 def record(game, num_episodes, seed, opponent="Random"):
@@ -20,7 +21,7 @@ def record(game, num_episodes, seed, opponent="Random"):
         def move(state, key):
             a_key, e_key = jax.random.split(key)
             player = jnp.maximum(state.current_player, 0)
-            action = policy(state, player, a_key)
+            action = sample(policy(state, player), jax.random.uniform(a_key))
             out = dict(player=state.current_player, action=action, legal=state.legal_action_mask,
                        infoset=game.infoset_index(state, player), hand=state.round)
             return game.step(state, action, e_key), out

@@ -30,7 +30,8 @@ def random_states(game, n, seed):
 
         def move(i, s):
             a_key, e_key = jax.random.split(jax.random.fold_in(k3, i))
-            new = game.step(s, policy(s, jnp.maximum(s.current_player, 0), a_key), e_key)
+            probs = policy(s, jnp.maximum(s.current_player, 0))
+            new = game.step(s, games.play_lib.sample(probs, jax.random.uniform(a_key)), e_key)
             return jax.tree.map(lambda a, b: jnp.where(i < stop, a, b), new, s)
 
         return jax.lax.fori_loop(0, game.max_steps, move, state)

@@ -7,11 +7,15 @@ Seat 0 moves first in even hands, seat 1 in odd hands. Actions follow OpenSpiel:
 Opponents are behavioural strategies over the 12 single-hand information sets (row = hist*3 + card,
 hist in "", "p", "b", "pb"; `sepo_jax.equilibrium.tree`), so each is also a table for the exact
 solvers. Definitions follow SEPO.md §4b; where the paper names a demonstrator without defining it
-(TightValue, PotControl, AlwaysPassQ) the docstring of `_TABLES` gives ours. Pgx's kuhn_poker is not
+(TightValue, PotControl, AlwaysPassQ) the docstring of `_TABLES` gives ours. `compact_prompt` drops the rules
+paragraph and the per-hand history (the running score stays): for small models trained from scratch,
+which learn the game by playing it and pay for every prompt token. Pgx's kuhn_poker is not
 used: its observation has no seat and no betting history, so it cannot express these strategies.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -91,9 +95,10 @@ class Kuhn(Game):
     }
     demonstrators = {"NashApprox": 0.45, "TightValue": 0.25, "PotControl": 0.20, "RandomLegal": 0.08, "AlwaysPassQ": 0.02}
 
-    def __init__(self, num_hands: int = 6):
+    def __init__(self, num_hands: int = 6, compact_prompt: bool = False):
         if num_hands < 1:
             raise ValueError(f"kuhn: num_hands must be >= 1, got {num_hands}")
+        self.compact_prompt = compact_prompt
         self.num_rounds = num_hands
         self.max_steps = 3 * num_hands
         self.opponents = tuple(Opponent(n, self._table_fn(t)) for n, t in TABLES.items())
@@ -105,7 +110,7 @@ class Kuhn(Game):
     # ---- rules -------------------------------------------------------------------------------
     def init(self, key) -> State:
         h = self.num_rounds
-        cards = jax.vmap(lambda k: jax.random.permutation(k, 3)[:2])(jax.random.split(key, h))
+        cards = _DEALS[jax.random.randint(key, (h,), 0, len(_DEALS))]
         data = dict(
             cards=cards.astype(jnp.int32),  # [hand, seat]
             hist=jnp.int32(0),  # decision point of the current hand (index into HISTORIES)
@@ -172,6 +177,22 @@ class Kuhn(Game):
     def prompt(self, state: State, player) -> "Prompt":
         d, hand = state.data, state.round
         b = PromptBuilder()
+        if not self.compact_prompt:
+            self._rules_and_history(b, state, player)
+        b.text("Your total so far: ").number(state.payoffs[:, player].sum().astype(jnp.int32)).text(" chips.\n")
+        b.text("Now hand ").number(hand + 1).text(": you act ")
+        role = jnp.array([0, 1, 1, 0])[d["hist"]]
+        b.pick(("first", "second"), role).text(" and hold the ").pick(CARD_NAMES, d["cards"][hand, player]).text(".\n")
+        b.pick(
+            ("No bets yet.\n", "The opponent checked.\n", "The opponent bet.\n", "You checked and the opponent bet.\n"),
+            d["hist"],
+        )
+        b.pick(("Legal actions: PASS (check), BET.\n", "Legal actions: PASS (fold), BET (call).\n"), jnp.isin(d["hist"], jnp.array([2, 3])))
+        b.text("Action:")
+        return b.build()
+
+    def _rules_and_history(self, b: PromptBuilder, state: State, player) -> None:
+        d, hand = state.data, state.round
         b.text(
             "You are playing Kuhn poker against one opponent, "
             f"{self.num_rounds} hands in all. The deck is Jack < Queen < King. Each hand both players "
@@ -194,19 +215,9 @@ class Kuhn(Game):
             b.text("; you won ", show & (state.payoffs[h, player] >= 0))
             b.text("; you lost ", show & (state.payoffs[h, player] < 0))
             b.number(jnp.abs(state.payoffs[h, player]).astype(jnp.int32), show).text(".\n", show)
-        b.text("Your total so far: ").number(state.payoffs[:, player].sum().astype(jnp.int32)).text(" chips.\n")
-        b.text("Now hand ").number(hand + 1).text(": you act ")
-        role = jnp.array([0, 1, 1, 0])[d["hist"]]
-        b.pick(("first", "second"), role).text(" and hold the ").pick(CARD_NAMES, d["cards"][hand, player]).text(".\n")
-        b.pick(
-            ("No bets yet.\n", "The opponent checked.\n", "The opponent bet.\n", "You checked and the opponent bet.\n"),
-            d["hist"],
-        )
-        b.pick(("Legal actions: PASS (check), BET.\n", "Legal actions: PASS (fold), BET (call).\n"), jnp.isin(d["hist"], jnp.array([2, 3])))
-        b.text("Action:")
-        return b.build()
 
 
+_DEALS = jnp.asarray(list(itertools.permutations(range(3), 2)), jnp.int32)  # ordered (seat 0, seat 1) deals
 _VERBS = ("checked", "bet", "folded", "called")
 
 

@@ -12,6 +12,8 @@ Leduc is not in the SEPO paper, so its pools are ours: simple rank-based strateg
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +44,7 @@ def _transitions():
 
 
 _NEXT, _DONE = _transitions()
+_DEALS = jnp.asarray(list(itertools.permutations(range(6), 3)), jnp.int32)  # (seat 0, seat 1, public)
 _FACING = np.array([s.endswith("r") for s in DECISION_SEQS])
 _CAN_RAISE = np.array([s.count("r") < 2 for s in DECISION_SEQS])
 _LEGAL = np.stack([_FACING, np.ones(6, bool), _CAN_RAISE], -1)  # [seq, action]
@@ -69,7 +72,7 @@ class Leduc(Game):
 
     def init(self, key) -> State:
         h = self.num_rounds
-        cards = jax.vmap(lambda k: jax.random.permutation(k, 6)[:3])(jax.random.split(key, h))
+        cards = _DEALS[jax.random.randint(key, (h,), 0, len(_DEALS))]
         data = dict(
             cards=cards.astype(jnp.int32),  # [hand, (seat0 private, seat1 private, public)]
             betting=jnp.int32(0),  # betting round of the current hand: 0 or 1

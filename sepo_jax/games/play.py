@@ -1,4 +1,8 @@
-"""Playing whole episodes: a `lax.scan` over moves, each seat driven by a policy function."""
+"""Playing whole episodes: a `lax.scan` over moves, each seat driven by a policy function.
+
+A policy maps (state, player) to action probabilities; `play` draws every move from one vector of
+uniforms per episode (inverse-CDF sampling), which is much cheaper than splitting a key per move.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +14,36 @@ import jax.numpy as jnp
 from .base import Game, State
 
 Array = jax.Array
-PolicyFn = Callable[[State, Array, Array], Array]  # (state, player, key) -> action
+PolicyFn = Callable[[State, Array], Array]  # (state, player) -> probabilities [num_actions]
 
 
 def opponents_policy(game: Game, seat_ids: Array, table: Array | None = None) -> PolicyFn:
     """Both seats played by opponents: `seat_ids[p]` is the opponent id in seat p."""
+    return lambda state, player: game.opponent_probs(seat_ids[player], state, player, table)
 
-    def policy(state: State, player: Array, key: Array) -> Array:
-        probs = game.opponent_probs(seat_ids[player], state, player, table)
-        return jax.random.choice(key, game.num_actions, p=probs)
 
-    return policy
+def sample(probs: Array, u: Array) -> Array:
+    """Inverse-CDF draw from `probs` [..., A] with uniforms `u` [...]; never an action of probability 0."""
+    idx = jnp.minimum((jnp.cumsum(probs, -1) <= u[..., None]).sum(-1), probs.shape[-1] - 1)
+    ok = jnp.take_along_axis(probs, idx[..., None], -1)[..., 0] > 0
+    return jnp.where(ok, idx, jnp.argmax(probs, -1)).astype(jnp.int32)
 
 
 def play(game: Game, policy: PolicyFn, key: Array) -> tuple[State, dict]:
     """Play one episode to the end. Returns the final state and, per move, the mover and action
     (`valid` is False for the padding moves after the end)."""
-    init_key, key = jax.random.split(key)
+    init_key, u_key, step_key = jax.random.split(key, 3)
     state = game.init(init_key)
 
-    def move(state, key):
-        act_key, env_key = jax.random.split(key)
+    def move(state, xs):
+        u, key = xs
         player = jnp.maximum(state.current_player, 0)
-        action = policy(state, player, act_key)
+        action = sample(policy(state, player), u)
         out = dict(player=state.current_player, action=action, valid=~state.terminated)
-        return game.step(state, action, env_key), out
+        return game.step(state, action, key), out
 
-    return jax.lax.scan(move, state, jax.random.split(key, game.max_steps))
+    xs = (jax.random.uniform(u_key, (game.max_steps,)), jax.random.split(step_key, game.max_steps))
+    return jax.lax.scan(move, state, xs)
 
 
 def play_batch(game: Game, policy_for: Callable[[Array], PolicyFn], episode_args: Array, key: Array):

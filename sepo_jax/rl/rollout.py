@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from sepo_jax.games import Game, PromptRenderer, State
+from sepo_jax.games.play import sample
 
 Array = jax.Array
 # (prompt_ids [E,P], prompt_mask [E,P], legal [E,A], states, key) -> (action [E], logp [E], probs [E,A])
@@ -53,7 +54,7 @@ def _advance_opponent(game: Game, state: State, seat, opponent, table, key) -> S
         k, a_key, e_key = jax.random.split(k, 3)
         player = jnp.maximum(s.current_player, 0)
         probs = game.opponent_probs(opponent, s, player, table)
-        return game.step(s, jax.random.choice(a_key, game.num_actions, p=probs), e_key), k, i + 1
+        return game.step(s, sample(probs, jax.random.uniform(a_key)), e_key), k, i + 1
 
     return jax.lax.while_loop(cond, body, (state, key, jnp.int32(0)))[0]
 
@@ -99,7 +100,7 @@ def opponent_learner(game: Game, opponent: Array, table: Array | None = None) ->
     def act(ids, mask, legal, states, key):
         player = jnp.maximum(states.current_player, 0)
         probs = jax.vmap(lambda o, s, p: game.opponent_probs(o, s, p, table))(opponent, states, player)
-        action = jax.random.categorical(key, jnp.log(probs))
+        action = sample(probs, jax.random.uniform(key, probs.shape[:1]))
         return action, jnp.log(probs[jnp.arange(probs.shape[0]), action]), probs
 
     return act
