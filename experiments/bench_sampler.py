@@ -13,6 +13,7 @@ more such function. Writes experiments/results/bench_sampler.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import os
 import platform
@@ -33,6 +34,8 @@ GROUP = 8
 # A Kuhn-like action vocabulary: 3 actions of 1-2 tokens.
 ACTIONS = np.array([[5, 0], [6, 7], [6, 8]], np.int32)
 ACTION_LEN = np.array([1, 2, 2], np.int32)
+# One benchmarked model: batch sizes for the throughput tables, prompts for the prefix-sharing table.
+Entry = collections.namedtuple("Entry", "name model sizes groups")
 
 
 def timed(fn, *args, reps):
@@ -60,7 +63,7 @@ def jitted(fn, **static):
 
 def generation(models, args):
   rows = []
-  for name, model, sizes in models:
+  for name, model, sizes, _ in models:
     for batch in sizes:
       ids, mask = prompts(batch, args.prompt_len, model.config.vocab_size)
       fn = jitted(sampler.generate, max_new_tokens=args.new_tokens, temperature=1.0, top_p=0.95)
@@ -75,7 +78,7 @@ def decisions(models, args):
   rows = []
   a_ids, a_len = jnp.asarray(ACTIONS), jnp.asarray(ACTION_LEN)
   suffix = jnp.asarray([3, 4], jnp.int32)
-  for name, model, sizes in models:
+  for name, model, sizes, _ in models:
     for batch in sizes:
       ids, mask = prompts(batch, args.prompt_len, model.config.vocab_size)
       legal = jnp.ones((batch, 3), bool)
@@ -92,8 +95,7 @@ def prefix_sharing(models, args):
   """One prefill of G prompts repeated to G*8 rows vs prefilling all G*8 copies."""
   rows = []
   a_ids, a_len = jnp.asarray(ACTIONS), jnp.asarray(ACTION_LEN)
-  for name, model, _ in models:
-    groups = args.groups
+  for name, model, _, groups in models:
     ids, mask = prompts(groups, args.prompt_len, model.config.vocab_size)
     rep_ids, rep_mask = jnp.repeat(ids, GROUP, 0), jnp.repeat(mask, GROUP, 0)
     legal, rep_legal = jnp.ones((groups, 3), bool), jnp.ones((groups * GROUP, 3), bool)
@@ -130,7 +132,7 @@ def action_scoring(models, args):
     scores = jnp.where(amask, lp, 0).sum(1).reshape(ids.shape[0], num_actions)
     return jax.nn.log_softmax(jnp.where(legal, scores, -1e30))
 
-  for name, model, sizes in models:
+  for name, model, sizes, _ in models:
     batch = sizes[-1]
     ids, mask = prompts(batch, args.prompt_len, model.config.vocab_size)
     legal = jnp.ones((batch, num_actions), bool)
@@ -152,7 +154,7 @@ def torch_generate(models, args):
   except ImportError as e:
     return "transformers generate (skipped)", ["reason"], [[f"{e}"]]
   rows = []
-  for name, model, sizes in models:
+  for name, model, sizes, _ in models:
     with tempfile.TemporaryDirectory() as folder:
       save_hf(model, None, folder)
       theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -203,11 +205,11 @@ def load_models(args):
   except Exception as e:  # the embedded tokenizer lives in other modules; fall back to its config
     print(f"load('embedded') failed ({e}); using embedded_config(512)", file=sys.stderr)
     embedded = Decoder(embedded_config(512), rngs=nnx.Rngs(0))
-  models = [("embedded", embedded, (1, 8, 64) if not args.quick else (8,))]
+  models = [Entry("embedded", embedded, (1, 8, 64) if not args.quick else (8,), 8)]
   if not args.skip_smollm2:
     try:
       smol, _ = load("smollm2-135m")
-      models.append(("smollm2-135m", smol, (1, 8) if not args.quick else (8,)))
+      models.append(Entry("smollm2-135m", smol, (1, 8) if not args.quick else (8,), 2))
     except Exception as e:
       print(f"SmolLM2 skipped: {e}", file=sys.stderr)
   return models
@@ -218,14 +220,13 @@ def main():
   parser.add_argument("--prompt-len", type=int, default=128)
   parser.add_argument("--new-tokens", type=int, default=32)
   parser.add_argument("--budget", type=int, default=16)
-  parser.add_argument("--groups", type=int, default=8)
   parser.add_argument("--reps", type=int, default=3)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--skip-smollm2", action="store_true")
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args()
   models = load_models(args)
-  for name, model, _ in models:
+  for name, model, *_ in models:
     n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     print(f"{name}: {n / 1e6:.1f}M parameters, {model.config.num_layers} layers")
   parts = []

@@ -76,7 +76,7 @@ def prefill(model: Decoder, ids, mask, extra: int, group_size: int = 1):
   """Prefills B prompts into a cache with ``extra`` free slots; returns (last logits [R,V], cache), both
   repeated to R = B*group_size rows."""
   cache = model.init_cache(ids.shape[0], ids.shape[1] + extra)
-  logits, cache = model(ids, mask, cache=cache)
+  logits, cache = model(ids, mask, cache=cache, last_only=True)
   return jnp.repeat(logits[:, -1], group_size, axis=0), cache.repeat(group_size)
 
 
@@ -199,7 +199,7 @@ def sample_with_reasoning(model: Decoder, prompt_ids, prompt_mask, action_ids, a
   key_reason, key_action = jax.random.split(key)
   reasoning, cache, _ = _decode(model, cache, logits, key_reason, budget, temperature, top_k, top_p, eos_id)
   suffix = jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))
-  logits, cache = model(suffix, jnp.ones(suffix.shape, bool), cache=cache)
+  logits, cache = model(suffix, jnp.ones(suffix.shape, bool), cache=cache, last_only=True)
   scores = _action_scores(model, cache, logits[:, -1], action_ids, action_len, temperature)
   logprobs = _renormalise(scores, jnp.repeat(legal_mask, group_size, axis=0))
   action, logp = _choose(logprobs, key_action, temperature)

@@ -381,8 +381,9 @@ class Decoder(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                cache: KVCache | None = None, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None):
-    """Returns float32 logits [B,T,V], or ``(logits, cache)`` when a cache is passed.
+               segment_ids: jax.Array | None = None, last_only: bool = False):
+    """Returns float32 logits [B,T,V] ([B,1,V] with ``last_only``: prefill skips the LM head elsewhere),
+    or ``(logits, cache)`` when a cache is passed.
 
     ``positions`` [B,T] override ``cache.next_pos + cumsum(mask) - 1``; ``segment_ids`` [B,T] (default 0)
     put tokens on branches: a token attends to shared slots (segment 0) and to its own segment only. With
@@ -415,7 +416,7 @@ class Decoder(nnx.Module):
     k_all, v_all = cache.k, cache.v
     for i, layer in enumerate(self.layers):
       x, k_all, v_all = layer(x, positions, i, k_all, v_all, index, masks)
-    x = self.norm(x)
+    x = self.norm(x[:, -1:] if last_only else x)
     if c.tie_embeddings:
       logits = jnp.dot(x, self.embed_tokens.weight[...].astype(c.dtype).T)
     else:
