@@ -33,6 +33,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.game = game
     c.num_hands = 0  # Kuhn/Leduc hands per episode; 0 = the game's default
+    c.compact_prompt = False  # Kuhn/Leduc: no rules paragraph or per-hand history in the prompt
 
     c.model = ml_collections.ConfigDict()
     c.model.source = "embedded"  # "embedded", "smollm2-135m", a .gguf path or a Hugging Face folder
@@ -97,6 +98,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.game in LAMBDAS, "game", f"unknown game {c.game!r}; known: {', '.join(LAMBDAS)}")
     for key in ("steps", "log_every", "checkpoint_every"):
         need(int(c[key]) == c[key] and c[key] >= (0 if key == "steps" else 1), key, f"must be a positive integer, got {c[key]!r}")
+    need(not (c.num_hands or c.compact_prompt) or c.game in EXACT_SOLVER_GAMES, "num_hands / compact_prompt",
+         f"only kuhn and leduc take these; {c.game} does not")
     need(c.rollout.group_size >= 2, "rollout.group_size", f"GRPO needs groups of at least 2 episodes, got {c.rollout.group_size}")
     need(c.rollout.groups_per_opponent >= 1, "rollout.groups_per_opponent", "must be >= 1")
     need(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the policy is the tempered distribution)")

@@ -7,7 +7,7 @@ Actions follow OpenSpiel: 0 = FOLD (only when facing a bet), 1 = CALL (check/cal
 With one hand (the default) an episode is exactly OpenSpiel's game; with more, seat 0 is the first
 mover in even hands and seat 1 in odd ones.
 
-Leduc is not in the SEPO paper, so its pools are ours: simple rank-based strategies (see `_rules`).
+`compact_prompt` drops the rules paragraph (see kuhn.py). Leduc is not in the SEPO paper, so its pools are ours: simple rank-based strategies (see `_rules`).
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ class Leduc(Game):
     }
     demonstrators = {"Tight": 0.5, "Aggressive": 0.3, "Random": 0.2}
 
-    def __init__(self, num_hands: int = 1):
+    def __init__(self, num_hands: int = 1, compact_prompt: bool = False):
         if num_hands < 1:
             raise ValueError(f"leduc: num_hands must be >= 1, got {num_hands}")
+        self.compact_prompt = compact_prompt
         self.num_rounds = num_hands
         self.max_steps = 8 * num_hands
         self.opponents = tuple(Opponent(n, fn) for n, fn in _rules().items())
@@ -166,7 +167,7 @@ class Leduc(Game):
         cards = d["cards"][hand]
         b = PromptBuilder()
         b.text(
-            "You are playing Leduc hold'em against one opponent. The deck has two Jacks, two Queens "
+            "" if self.compact_prompt else "You are playing Leduc hold'em against one opponent. The deck has two Jacks, two Queens "
             "and two Kings. Both players ante 1 chip and get one private card. In each of two betting "
             "rounds you may FOLD (only when facing a raise), CALL (check or match) or RAISE (2 chips "
             "in round 1, 4 in round 2; at most two raises per round). After round 1 a public card is "

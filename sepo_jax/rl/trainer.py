@@ -92,6 +92,8 @@ class Trainer:
     def __init__(self, c: ml_collections.ConfigDict, mesh=None):
         self.c = c
         kwargs = {"num_hands": c.num_hands} if c.num_hands else {}
+        if c.compact_prompt:
+            kwargs["compact_prompt"] = True
         self.game = games_lib.make(c.game, **kwargs)
         self.mesh = mesh if mesh is not None else parallel.make_mesh(c.mesh.data)
         self.layout = make_layout(self.game, c)
@@ -167,6 +169,13 @@ class Trainer:
                                parallel.shard_batch(self.mesh, seat.astype(jnp.int32)), k_roll, table)
         ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
         target, valid = _flat(traj.probs), _flat(traj.valid)
+
+        if self.exact:  # every information set of the first hand, with the expert's exact distribution
+            ids = jnp.concatenate([ids, self.readout_ids])
+            mask = jnp.concatenate([mask, self.readout_mask])
+            legal = jnp.concatenate([legal, self.readout_legal])
+            target = jnp.concatenate([target, self.expert_table[self.rows]])
+            valid = jnp.concatenate([valid, jnp.ones(self.rows.shape, bool)])
 
         def loss_fn(params):
             logp = self.policy.log_probs(params, self.frozen, ids, mask, legal)

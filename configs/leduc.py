@@ -1,0 +1,7 @@
+"""SEPO on leduc (SEPO.md §1-4 defaults; see sepo_jax/config.py)."""
+
+from sepo_jax.config import default_config
+
+
+def get_config():
+    return default_config("leduc")
