@@ -1,0 +1,95 @@
+"""Data parallelism: the sharded step equals the single-device step, a batch the mesh does not divide
+fails before any compute, and two `jax.distributed` processes on localhost train in lockstep to the
+single-process parameters. The tiny config and the training loop live in multihost_worker.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from multihost_worker import host_params, tiny_config, train
+from sepo_jax import parallel
+from sepo_jax.rl.trainer import Trainer
+
+RTOL, ATOL = 1e-5, 1e-6
+WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
+
+
+@pytest.fixture(scope="module")
+def single_device():
+    """Params and per-step metrics of 2 SFT + 2 SEPO steps on a 1-device mesh (the reference)."""
+    state, metrics = train(Trainer(tiny_config(), mesh=parallel.make_mesh(1)))
+    return host_params(state["params"]), {k: np.asarray(v) for k, v in metrics.items()}
+
+
+def _assert_same(params, metrics, ref_params, ref_metrics):
+    assert metrics.keys() == ref_metrics.keys()
+    for k in ref_metrics:
+        np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=RTOL, atol=ATOL, err_msg=k)
+    assert params.keys() == ref_params.keys()
+    for k in ref_params:
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+def test_sharded_step_equals_single_device(single_device):
+    assert jax.device_count() == 8
+    trainer = Trainer(tiny_config(), mesh=parallel.make_mesh(8))
+    assert trainer.layout.opponent.shape[0] % 8 == 0
+    state, metrics = train(trainer)
+    ref_params, ref_metrics = single_device
+    assert np.isfinite(ref_metrics["3/loss"]) and ref_metrics["3/nonfinite_updates"] == 0
+    _assert_same(host_params(state["params"]), {k: np.asarray(v) for k, v in metrics.items()}, ref_params, ref_metrics)
+
+
+@pytest.mark.parametrize("key, value, culprit", [
+    ("rollout.groups_per_opponent", 1, "SEPO batch"),  # 7 groups x 2 = 14 slots
+    ("sft.episodes", 12, "sft.episodes"),
+])
+def test_indivisible_batch_raises_before_compute(key, value, culprit):
+    c = tiny_config()
+    with c.unlocked():
+        section, name = key.split(".")
+        c[section][name] = value
+    with pytest.raises(ValueError, match=rf"{culprit}.*not divisible by the 8 devices"):
+        Trainer(c, mesh=parallel.make_mesh(8))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_in_lockstep(single_device, tmp_path):
+    """2 processes x 1 CPU device each, one global mesh of 2: both end with the single-device params."""
+    port = _free_port()
+    procs, outs = [], []
+    for i in range(2):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
+        outs.append(tmp_path / f"process{i}.npz")
+        procs.append(subprocess.Popen([sys.executable, WORKER, str(outs[-1])], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        logs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    results = [dict(np.load(o)) for o in outs]
+    assert [int(r.pop("process")) for r in results] == [0, 1]
+    assert [int(r.pop("devices")) for r in results] == [2, 2]
+    for k in results[0]:  # lockstep: bit-identical on both processes
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+    ref_params, ref_metrics = single_device
+    metrics = {k.removeprefix("metric:"): v for k, v in results[0].items() if k.startswith("metric:")}
+    params = {k: v for k, v in results[0].items() if not k.startswith("metric:")}
+    _assert_same(params, metrics, ref_params, ref_metrics)
