@@ -1,0 +1,114 @@
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sepo_jax.config import default_config, validate
+from sepo_jax.rl import loop, trainer
+from sepo_jax.rl.loop import CONTRACT_KEYS
+
+
+def tiny(game="kuhn", **over):
+    c = default_config(game)
+    c.mesh.data = 1
+    c.model.hidden_size, c.model.num_layers, c.model.num_heads = 32, 1, 2
+    c.model.num_kv_heads, c.model.intermediate_size = 1, 64
+    c.rollout.group_size, c.rollout.groups_per_opponent = 2, 1
+    c.sft.episodes, c.sft.steps, c.steps = 8, 2, 3
+    c.log_every = c.checkpoint_every = 1
+    if game == "kuhn":
+        c.compact_prompt, c.num_hands = True, 2
+    for k, v in over.items():
+        c[k] = v
+    return c
+
+
+def read(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f]
+
+
+def test_metrics_follow_the_contract_and_resume_continues_the_same_trajectory(tmp_path):
+    c = tiny()
+    full = loop.run(c, str(tmp_path / "full"), progress=False)
+    assert {*CONTRACT_KEYS, "nash_conv"} <= set(full)
+    c_half = tiny()
+    c_half.steps = 1
+    loop.run(c_half, str(tmp_path / "resumed"), progress=False)  # stops after SEPO step 1
+    loop.run(c, str(tmp_path / "resumed"), progress=False)  # the same command again: resumes
+    a, b = read(tmp_path / "full" / "metrics.jsonl"), read(tmp_path / "resumed" / "metrics.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for x, y in zip(a, b):
+        for k in x:
+            if k != "time":
+                assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-6), k
+
+
+def test_warm_start_lowers_nash_conv():
+    c = tiny(steps=0)
+    c.sft.steps = 40  # the learning-rate schedule spans the warm start
+    t = trainer.Trainer(c)
+    state = t.init_state()
+    first = last = None
+    for i in range(40):
+        state, m = t.sft_step(state)
+        first = float(m["nash_conv"]) if first is None else first
+        last = float(m["nash_conv"])
+    assert last < 0.5 * first
+
+
+def test_nonfinite_updates_are_skipped():
+    tx = optax.sgd(0.1)
+    params = {"w": jnp.ones(3)}
+    opt = tx.init(params)
+    grads = {"w": jnp.array([1.0, jnp.nan, 0.0])}
+    new, _, finite = trainer._apply(tx, grads, opt, params, jnp.float32(1.0))
+    assert not bool(finite) and np.array_equal(new["w"], params["w"])
+    new, _, finite = trainer._apply(tx, {"w": jnp.ones(3)}, opt, params, jnp.float32(jnp.inf))
+    assert not bool(finite) and np.array_equal(new["w"], params["w"])
+    new, _, finite = trainer._apply(tx, {"w": jnp.ones(3)}, opt, params, jnp.float32(1.0))
+    assert bool(finite) and np.allclose(new["w"], 0.9)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("rollout.group_size", 1, "rollout.group_size"),
+        ("sepo.credit", "exact", "exact"),
+        ("grpo.kl", "k7", "grpo.kl"),
+        ("steps", -1, "config.steps"),
+    ],
+)
+def test_bad_config_values_name_the_key(key, value, match):
+    c = default_config("ipd")
+    group, _, leaf = key.rpartition(".")
+    (c[group] if group else c)[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        validate(c)
+
+
+def test_cli_rejects_an_unknown_key_before_compute(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "sepo_jax.train", "--config=configs/kuhn.py", "--config.rollout.nosuchkey=3",
+         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "nosuchkey" in out.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("game", ["ipd", pytest.param("auction", marks=pytest.mark.slow),
+                                  pytest.param("negotiation_v1", marks=pytest.mark.slow),
+                                  pytest.param("negotiation_v2", marks=pytest.mark.slow),
+                                  pytest.param("leduc", marks=pytest.mark.slow)])
+def test_every_game_trains_and_logs_the_contract(game, tmp_path):
+    c = tiny(game, steps=2)
+    c.sft.steps = 1
+    last = loop.run(c, str(tmp_path), progress=False)
+    assert set(CONTRACT_KEYS) <= set(last) and all(np.isfinite(v) for v in last.values())
+    assert last["unfinished_episodes"] == 0
+    if game == "leduc":
+        assert "nash_conv" in last
