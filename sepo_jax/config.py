@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import ml_collections
 
-# (lambda_e, lambda_c, lambda_x) from the paper; Leduc is ours (zero-sum, like Kuhn)
-LAMBDAS = {
-    "kuhn": (1.5, 2.4, 0.0),
-    "leduc": (1.5, 2.4, 0.0),
-    "ipd": (2.4, 1.0, 1.8),
-    "auction": (1.2, 1.0, 1.8),
-    "negotiation_v1": (3.0, 2.0, 1.8),
-    "negotiation_v2": (3.0, 2.0, 1.8),
-}
+from sepo_jax.equilibrium.metrics import PAPER_LAMBDAS
+
+# (lambda_e, lambda_c, lambda_x): the paper's; Leduc is ours (zero-sum, like Kuhn)
+LAMBDAS = {**PAPER_LAMBDAS, "leduc": PAPER_LAMBDAS["kuhn"]}
 EXACT_SOLVER_GAMES = ("kuhn", "leduc")
 
 

@@ -45,6 +45,19 @@ class State:
     def returns(self) -> Array:
         return self.payoffs.sum(0)
 
+    @classmethod
+    def start(cls, legal_action_mask: Array, num_rounds: int, data: dict) -> "State":
+        """The state before the first move: seat 0 to move, no payoffs yet."""
+        return cls(
+            current_player=jnp.int32(0),
+            legal_action_mask=legal_action_mask,
+            terminated=jnp.bool_(False),
+            round=jnp.int32(0),
+            payoffs=jnp.zeros((num_rounds, 2), jnp.float32),
+            num_steps=jnp.int32(0),
+            data={**data, "illegal": jnp.int32(0)},
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Opponent:
@@ -215,16 +228,8 @@ class SimultaneousGame(Game):
         return jnp.ones(self.num_actions, bool)
 
     def init(self, key: Array) -> State:
-        data = {**self.deal(key), "moves": jnp.full((self.num_rounds, 2), -1, jnp.int32), "illegal": jnp.int32(0)}
-        return State(
-            current_player=jnp.int32(0),
-            legal_action_mask=self.legal(data, jnp.int32(0)),
-            terminated=jnp.bool_(False),
-            round=jnp.int32(0),
-            payoffs=jnp.zeros((self.num_rounds, 2), jnp.float32),
-            num_steps=jnp.int32(0),
-            data=data,
-        )
+        data = {**self.deal(key), "moves": jnp.full((self.num_rounds, 2), -1, jnp.int32)}
+        return State.start(self.legal(data, jnp.int32(0)), self.num_rounds, data)
 
     @illegal_to_noop
     def step(self, state: State, action: Array, key: Array) -> State:

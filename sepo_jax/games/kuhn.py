@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..equilibrium.cfr import kuhn_equilibrium
 from ..equilibrium.tree import KUHN_HISTORIES as HISTORIES
 from ..equilibrium.tree import NUM_INFOSETS as _ROWS
 from ..equilibrium.tree import kuhn_infoset_index
@@ -36,16 +37,6 @@ _SHOWDOWN1, _SHOWDOWN2 = 10, 20
 _END = np.array([[0, 0], [_SHOWDOWN1, 0], [1, _SHOWDOWN2], [-1, _SHOWDOWN2]], np.int32)
 
 
-def nash_table(alpha: float) -> np.ndarray:
-    """P(BET) of the exact equilibrium with parameter alpha in [0, 1/3] (SEPO.md §4)."""
-    p = np.zeros((4, 3))
-    p[0] = [alpha, 0.0, 3 * alpha]  # first mover opens
-    p[1] = [1 / 3, 0.0, 1.0]  # second mover, checked to
-    p[2] = [0.0, 1 / 3, 1.0]  # second mover facing a bet
-    p[3] = [0.0, 1 / 3 + alpha, 1.0]  # first mover facing check-bet
-    return p
-
-
 def _tables() -> dict[str, np.ndarray]:
     """P(BET) per (hist, card) for every named strategy.
 
@@ -57,7 +48,6 @@ def _tables() -> dict[str, np.ndarray]:
     a = 1 / 3
     t = {}
     t["NashApprox"] = np.array([[a, 0, 1], [a, 0, 1], [0, 1 / 3, 1], [0, 1 / 3, 1]])
-    t["Nash"] = nash_table(a)
     t["TightPassive"] = np.tile([0.0, 0.0, 1.0], (4, 1))
     t["LooseAggressive"] = np.tile([0.0, 1.0, 1.0], (4, 1))
     t["MaxExploiter"] = np.array([[0, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1]], float)
@@ -79,6 +69,7 @@ def strategy_table(p_bet: np.ndarray) -> np.ndarray:
 
 
 TABLES = {name: strategy_table(p) for name, p in _tables().items()}
+TABLES["Nash"] = kuhn_equilibrium(1 / 3)  # the exact equilibrium (first mover's Q call 1/3 + alpha)
 
 
 class Kuhn(Game):
@@ -115,17 +106,8 @@ class Kuhn(Game):
             cards=cards.astype(jnp.int32),  # [hand, seat]
             hist=jnp.int32(0),  # decision point of the current hand (index into HISTORIES)
             actions=jnp.full((h, 3), -1, jnp.int32),  # moves of each hand in order
-            illegal=jnp.int32(0),
         )
-        return State(
-            current_player=jnp.int32(0),
-            legal_action_mask=jnp.ones(2, bool),
-            terminated=jnp.bool_(False),
-            round=jnp.int32(0),
-            payoffs=jnp.zeros((h, 2), jnp.float32),
-            num_steps=jnp.int32(0),
-            data=data,
-        )
+        return State.start(jnp.ones(2, bool), h, data)
 
     @illegal_to_noop
     def step(self, state: State, action, key) -> State:

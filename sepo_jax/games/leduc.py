@@ -82,17 +82,8 @@ class Leduc(Game):
             contrib=jnp.ones(2, jnp.int32),  # chips each seat has put in this hand
             actions=jnp.full((h, 8), -1, jnp.int32),
             num_moves=jnp.int32(0),  # moves in the current hand
-            illegal=jnp.int32(0),
         )
-        return State(
-            current_player=jnp.int32(0),
-            legal_action_mask=jnp.asarray(_LEGAL[0]),
-            terminated=jnp.bool_(False),
-            round=jnp.int32(0),
-            payoffs=jnp.zeros((h, 2), jnp.float32),
-            num_steps=jnp.int32(0),
-            data=data,
-        )
+        return State.start(jnp.asarray(_LEGAL[0]), h, data)
 
     @illegal_to_noop
     def step(self, state: State, action, key) -> State:
