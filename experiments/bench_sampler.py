@@ -187,8 +187,9 @@ def machine() -> str:
   except (OSError, StopIteration):
     pass
   import flax
-  return (f"{cpu}, {os.cpu_count()} cores, {jax.devices()[0].platform}; python {platform.python_version()}, "
-          f"jax {jax.__version__}, flax {flax.__version__}")
+  load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # other work on the machine skews CPU timings
+  return (f"{cpu}, {os.cpu_count()} cores, {jax.devices()[0].platform}, load average {load} at the end; "
+          f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}")
 
 
 def table(title, header, rows):
