@@ -79,3 +79,18 @@ def test_player_one_cannot_see_a_pending_simultaneous_move():
         b = game.step(s, game.num_actions - 1, jax.random.key(1))
         assert games.render_text(game, a, 1) == games.render_text(game, b, 1)
         assert int(game.infoset_index(a, 1)) == int(game.infoset_index(b, 1))
+
+
+def test_embedded_tokenizer_round_trips_every_game():
+    from sepo_jax.model.tokenizer import embedded_tokenizer
+
+    tok = embedded_tokenizer(games.template_texts())
+    for name in games.GAMES:
+        game = games.make(name)
+        renderer = games.PromptRenderer(game, tok)
+        state = random_states(game, 1, seed=2)
+        s = jax.tree.map(lambda x: x[0], state)
+        player = max(int(s.current_player), 0)
+        ids, mask = renderer.render(game, s, player)
+        assert tok.decode(np.asarray(ids)[np.asarray(mask)].tolist()) == games.render_text(game, s, player)
+        assert tok.unk_id is None or tok.unk_id not in np.asarray(ids)[np.asarray(mask)]
