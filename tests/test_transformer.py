@@ -57,7 +57,23 @@ def test_cache_decode_equals_full_forward(family):
   np.testing.assert_allclose(np.where(mask[..., None], got, 0), np.where(mask[..., None], full, 0), atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3"])
+def test_branches_and_last_only():
+  """Two continuations as segments of one row equal two separate rows; last_only is the last column."""
+  model = make("gemma2")
+  ids, mask = left_padded(np.random.default_rng(3), 1, 6, BASE["vocab_size"], [1])
+  step = nnx.jit(lambda m, i, k, c, p=None, s=None: m(i, k, cache=c, positions=p, segment_ids=s))
+  last, cache = step(model, ids, mask, model.init_cache(1, 10))
+  branches = jnp.array([[7, 8, 9, 10]])
+  got, _ = step(model, branches, jnp.ones((1, 4), bool), cache, cache.next_pos[:, None] + jnp.array([[0, 1, 0, 1]]),
+                jnp.array([[1, 1, 2, 2]]))
+  for b in range(2):
+    want = forward(model, jnp.concatenate([ids, branches[:, 2 * b:2 * b + 2]], 1), jnp.pad(mask, ((0, 0), (0, 2)),
+                                                                                            constant_values=True))
+    np.testing.assert_allclose(got[:, 2 * b:2 * b + 2], want[:, 6:], atol=1e-5)
+  np.testing.assert_allclose(nnx.jit(lambda m: m(ids, mask, last_only=True))(model), last[:, -1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_left_padding_matches_unpadded_row(family):
   model = make(family)
   rng = np.random.default_rng(1)
