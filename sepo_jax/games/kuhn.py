@@ -111,22 +111,24 @@ class Kuhn(Game):
 
     @illegal_to_noop
     def step(self, state: State, action, key) -> State:
+        # dense one-hot updates: scatters into these tiny arrays are slow once vmapped on a CPU
         d, hand, hist = state.data, state.round, state.data["hist"]
         first = hand % 2
-        n_moves = jnp.array([0, 1, 1, 2])[hist]
-        actions = d["actions"].at[hand, n_moves].set(action)
+        at_hand = jnp.arange(self.num_rounds) == hand
+        n_moves = (hist + 1) // 2  # moves already made in this hand: "" 0, "p"/"b" 1, "pb" 2
+        actions = jnp.where(at_hand[:, None] & (jnp.arange(3) == n_moves), action, d["actions"])
         nxt, end = jnp.asarray(_NEXT)[hist, action], jnp.asarray(_END)[hist, action]
         done = nxt < 0
-        cards = d["cards"][hand]
+        cards = (d["cards"] * at_hand[:, None]).sum(0)
         first_wins = jnp.where(cards[first] > cards[1 - first], 1, -1)
         first_pay = jnp.where(end == _SHOWDOWN1, first_wins, jnp.where(end == _SHOWDOWN2, 2 * first_wins, end))
-        pay = jnp.zeros(2).at[first].set(first_pay).at[1 - first].set(-first_pay)
-        payoffs = state.payoffs.at[hand].set(jnp.where(done, pay, 0.0))
+        pay = jnp.where(jnp.arange(2) == first, first_pay, -first_pay).astype(jnp.float32)
+        payoffs = state.payoffs + jnp.where(at_hand[:, None] & done, pay, 0.0)
         new_round = hand + done
         terminated = new_round >= self.num_rounds
         new_hist = jnp.where(done, 0, nxt)
-        role = jnp.array([0, 1, 1, 0])[new_hist]
-        mover = (new_round % 2 + role) % 2
+        role = (new_hist == 1) | (new_hist == 2)  # the second mover acts at "p" and "b"
+        mover = (new_round + role) % 2
         return state.replace(
             current_player=jnp.where(terminated, -1, mover),
             legal_action_mask=jnp.broadcast_to(~terminated, (2,)),
