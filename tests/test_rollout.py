@@ -1,0 +1,46 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sepo_jax import games
+from sepo_jax.config import default_config
+from sepo_jax.rl import rollout
+from sepo_jax.rl.trainer import make_layout
+
+
+class _Null:
+    def render(self, game, state, player):
+        return jnp.zeros(1, jnp.int32), jnp.ones(1, bool)
+
+
+def test_layout_groups_every_pool_opponent_and_the_best_response():
+    game = games.make("kuhn")
+    c = default_config("kuhn")
+    c.rollout.group_size, c.rollout.groups_per_opponent, c.rollout.learner_seat = 3, 2, -1
+    lay = make_layout(game, c)
+    per_group = lay.opponent.reshape(-1, 3)
+    assert (per_group == per_group[:, :1]).all()  # one opponent per group
+    names = [game.opponent_names[i] if i < game.tabular_id else "BR" for i in per_group[:, 0]]
+    assert names == ["NashApprox"] * 2 + ["TightPassive"] * 2 + ["LooseAggressive"] * 2 + ["NashApprox"] * 2 + [
+        "AlwaysBet"] * 2 + ["BR"] * 2 + ["LooseAggressive"] * 2
+    assert lay.pool.reshape(-1, 3)[:, 0].tolist() == [0] * 6 + [1] * 6 + [2] * 2
+    assert lay.seat.reshape(-1, 3)[:, 0].tolist() == [0, 1] * 7
+
+
+def test_rollout_records_every_learner_decision():
+    game = games.make("kuhn")
+    num = 64
+    seat = jnp.arange(num, dtype=jnp.int32) % 2
+    opponent = jnp.full(num, game.opponent_id("NashApprox"), jnp.int32)
+    learner = rollout.opponent_learner(game, jnp.full(num, game.opponent_id("RandomLegal"), jnp.int32))
+    traj = jax.jit(lambda k: rollout.rollout(game, _Null(), learner, opponent, seat, k))(jax.random.key(0))
+    assert bool(traj.finished.all())
+    acts = np.asarray(traj.action)
+    valid = np.asarray(traj.valid)
+    for e in range(num):
+        assert (np.asarray(traj.payoffs[e]) != 0).all()  # every Kuhn hand was played to its end
+        # the learner moves at least once per hand and at most twice
+        per_hand = np.bincount(np.asarray(traj.round[e])[valid[e]], minlength=6)
+        assert (per_hand >= 1).all() and (per_hand <= 2).all()
+    assert np.allclose(np.exp(traj.logp)[valid], 0.5)  # RandomLegal's probability of what it did
+    assert set(np.unique(acts[valid])) <= {0, 1}
