@@ -48,6 +48,8 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.rollout.groups_per_opponent = 2  # groups per (pool, opponent) pair and step
     c.rollout.temperature = 0.8
     c.rollout.learner_seat = 0  # 0, 1, or -1 to alternate seats between groups
+    c.rollout.reasoning_budget = 0  # free tokens before the (constrained) action; 0 = answer at once
+    c.rollout.reasoning_suffix = "\nFinal action:"  # forced after the free tokens
 
     c.sepo = ml_collections.ConfigDict()
     c.sepo.credit = "exact" if game in EXACT_SOLVER_GAMES else "credited"
@@ -98,6 +100,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.rollout.group_size >= 2, "rollout.group_size", f"GRPO needs groups of at least 2 episodes, got {c.rollout.group_size}")
     need(c.rollout.groups_per_opponent >= 1, "rollout.groups_per_opponent", "must be >= 1")
     need(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the policy is the tempered distribution)")
+    need(c.rollout.reasoning_budget >= 0, "rollout.reasoning_budget", "must be >= 0")
     need(c.rollout.learner_seat in (0, 1, -1), "rollout.learner_seat", "must be 0, 1 or -1 (alternate)")
     need(c.sepo.credit in sepo.CREDIT_MODES, "sepo.credit", f"must be one of {sepo.CREDIT_MODES}")
     need(c.sepo.credit != "exact" or c.game in EXACT_SOLVER_GAMES, "sepo.credit",

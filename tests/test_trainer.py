@@ -112,3 +112,28 @@ def test_every_game_trains_and_logs_the_contract(game, tmp_path):
     assert last["unfinished_episodes"] == 0
     if game == "leduc":
         assert "nash_conv" in last
+
+
+def test_reasoning_responses_are_rescored_as_sampled():
+    from sepo_jax.rl import rollout
+
+    c = tiny()
+    c.rollout.reasoning_budget = 3
+    t = trainer.Trainer(c)
+    params = t.initial_params
+    lay = t.layout
+
+    @jax.jit
+    def run(key):
+        traj = rollout.rollout(t.game, t.renderer, t.policy.learner(params, t.frozen), jnp.asarray(lay.opponent),
+                               jnp.asarray(lay.seat), key)
+        f = trainer._flat
+        logp, _, tokens = t.policy.response(params, t.frozen, f(traj.prompt_ids), f(traj.prompt_mask), f(traj.legal),
+                                            f(traj.action), f(traj.reasoning), f(traj.reasoning_mask))
+        return traj, logp, tokens
+
+    traj, logp, tokens = run(jax.random.key(0))
+    valid = np.asarray(trainer._flat(traj.valid))
+    assert traj.reasoning.shape[-1] == 3 and bool(traj.reasoning_mask.any())
+    np.testing.assert_allclose(np.asarray(logp)[valid], np.asarray(trainer._flat(traj.logp))[valid], atol=2e-4)
+    assert (np.asarray(tokens)[valid] >= 2).all()  # at least one reasoning token plus the action

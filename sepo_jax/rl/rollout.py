@@ -19,7 +19,8 @@ from sepo_jax.games import Game, PromptRenderer, State
 from sepo_jax.games.play import sample
 
 Array = jax.Array
-# (prompt_ids [E,P], prompt_mask [E,P], legal [E,A], states, key) -> (action [E], logp [E], probs [E,A])
+# (prompt_ids [E,P], prompt_mask [E,P], legal [E,A], states, key)
+#   -> (action [E], logp [E] of the whole response, probs [E,A], (reasoning [E,k], reasoning_mask [E,k]))
 Learner = Callable[[Array, Array, Array, State, Array], tuple[Array, Array, Array]]
 
 
@@ -31,8 +32,10 @@ class Trajectory:
     prompt_mask: Array  # bool [E, D, P]
     legal: Array  # bool [E, D, A]
     action: Array  # int32 [E, D]
-    logp: Array  # float32 [E, D]: log-prob of the action under the acting policy
+    logp: Array  # float32 [E, D]: log-prob of the response (reasoning + action) under the acting policy
     probs: Array  # float32 [E, D, A]: the acting policy's full distribution
+    reasoning: Array  # int32 [E, D, k]: free tokens before the action (k = 0 without a reasoning budget)
+    reasoning_mask: Array  # bool [E, D, k]
     valid: Array  # bool [E, D]: a real decision (not padding after the end)
     round: Array  # int32 [E, D]: the round / hand the decision belongs to
     payoffs: Array  # float32 [E, R, 2]
@@ -76,9 +79,9 @@ def rollout(game: Game, renderer: PromptRenderer, learner: Learner, opponent: Ar
         ids, mask = jax.vmap(renderer.render, in_axes=(None, 0, 0))(game, states, seat)
         legal = states.legal_action_mask
         valid = ~states.terminated
-        action, logp, probs = learner(ids, mask, legal, states, l_key)
+        action, logp, probs, (reasoning, r_mask) = learner(ids, mask, legal, states, l_key)
         record = dict(prompt_ids=ids, prompt_mask=mask, legal=legal, action=action, logp=logp, probs=probs,
-                      valid=valid, round=states.round)
+                      reasoning=reasoning, reasoning_mask=r_mask, valid=valid, round=states.round)
         states = jax.vmap(game.step)(states, action, jax.random.split(e_key, num))
         return states, record
 
@@ -101,6 +104,7 @@ def opponent_learner(game: Game, opponent: Array, table: Array | None = None) ->
         player = jnp.maximum(states.current_player, 0)
         probs = jax.vmap(lambda o, s, p: game.opponent_probs(o, s, p, table))(opponent, states, player)
         action = sample(probs, jax.random.uniform(key, probs.shape[:1]))
-        return action, jnp.log(probs[jnp.arange(probs.shape[0]), action]), probs
+        none = jnp.zeros((probs.shape[0], 0), jnp.int32)
+        return action, jnp.log(probs[jnp.arange(probs.shape[0]), action]), probs, (none, none.astype(bool))
 
     return act

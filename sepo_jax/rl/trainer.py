@@ -63,27 +63,61 @@ def make_layout(game, c: ml_collections.ConfigDict) -> Layout:
 
 
 class Policy:
-    """The model as a policy over a game's actions: constrained choice at a fixed temperature."""
+    """The model as a policy over a game's actions: constrained choice at a fixed temperature,
+    optionally after `budget` free reasoning tokens and a forced `suffix_ids` (then a response is the
+    reasoning plus the action, and its log-prob is the sum of both)."""
 
-    def __init__(self, graphdef, renderer, temperature: float):
+    def __init__(self, graphdef, renderer, temperature: float, budget: int = 0, suffix_ids=None, eos_id=None):
         self.graphdef, self.renderer, self.temperature = graphdef, renderer, temperature
+        self.budget, self.suffix_ids, self.eos_id = budget, suffix_ids, eos_id
+
+    def _model(self, params, frozen):
+        return nnx.merge(self.graphdef, params, frozen)
 
     def log_probs(self, params, frozen, ids, mask, legal):
-        model = nnx.merge(self.graphdef, params, frozen)
-        return sampler.action_log_probs(model, ids, mask, self.renderer.action_ids, self.renderer.action_len, legal,
+        """[N, A] action log-probs straight after the prompt (after an empty reasoning template when
+        reasoning is on): what supervised targets and the strategy read-out use."""
+        if self.budget:
+            empty = jnp.zeros((ids.shape[0], self.budget), jnp.int32)
+            return self.response(params, frozen, ids, mask, legal, jnp.zeros(ids.shape[0], jnp.int32), empty,
+                                 empty.astype(bool))[1]
+        r = self.renderer
+        return sampler.action_log_probs(self._model(params, frozen), ids, mask, r.action_ids, r.action_len, legal,
                                         temperature=self.temperature)
 
-    def learner(self, params, frozen) -> rollout.Learner:
-        def act(ids, mask, legal, states, key):
+    def response(self, params, frozen, ids, mask, legal, action, reasoning, reasoning_mask):
+        """(log-prob of the whole response [N], action log-probs [N, A], response tokens [N])."""
+        r = self.renderer
+        if not self.budget:
             logp_all = self.log_probs(params, frozen, ids, mask, legal)
-            action = jax.random.categorical(key, logp_all).astype(jnp.int32)
-            return action, jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0], jnp.exp(logp_all)
+            logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
+            return logp, logp_all, r.action_len[action]
+        r_logp, a_logp, logp_all = sampler.score_reasoning(
+            self._model(params, frozen), ids, mask, reasoning, reasoning_mask, self.suffix_ids, r.action_ids,
+            r.action_len, legal, action, temperature=self.temperature)
+        return a_logp + r_logp.sum(-1), logp_all, r.action_len[action] + reasoning_mask.sum(-1)
+
+    def learner(self, params, frozen) -> rollout.Learner:
+        r = self.renderer
+
+        def act(ids, mask, legal, states, key):
+            if not self.budget:
+                logp_all = self.log_probs(params, frozen, ids, mask, legal)
+                action = jax.random.categorical(key, logp_all).astype(jnp.int32)
+                logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
+                none = jnp.zeros((ids.shape[0], 0), jnp.int32)
+                return action, logp, jnp.exp(logp_all), (none, none.astype(bool))
+            out = sampler.sample_with_reasoning(
+                self._model(params, frozen), ids, mask, r.action_ids, r.action_len, legal, self.suffix_ids, key,
+                budget=self.budget, temperature=self.temperature, eos_id=self.eos_id)
+            g = out.reasoning
+            return out.action, out.logp + g.logp.sum(-1), jnp.exp(out.logprobs_all), (g.tokens, g.mask)
 
         return act
 
 
 def _flat(x):
-    return x.reshape((-1,) + x.shape[2:])
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
 class Trainer:
@@ -105,7 +139,9 @@ class Trainer:
         self.renderer = games_lib.PromptRenderer(self.game, tok, wrap=wrap)
         trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
         self.graphdef, params, self.frozen = nnx.split(model, trainable, ...)
-        self.policy = Policy(self.graphdef, self.renderer, c.rollout.temperature)
+        suffix = jnp.asarray(tok.encode(c.rollout.reasoning_suffix), jnp.int32)
+        self.policy = Policy(self.graphdef, self.renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix,
+                             tok.eos_id)
         self.lam = sepo.Lambdas(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, 3.0 / self.game.max_payoff)
         self.exact = c.game in EXACT_SOLVER_GAMES
         if self.exact:
@@ -218,15 +254,15 @@ class Trainer:
 
         ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
         action, old_logp, a_flat = _flat(traj.action), _flat(traj.logp), _flat(dec_adv)
+        reasoning, r_mask = _flat(traj.reasoning), _flat(traj.reasoning_mask)
         weight = (_flat(traj.valid) & jnp.repeat(trains, traj.valid.shape[1])).astype(jnp.float32)
+        ref_logp, _, tokens = self.policy.response(state["ref_params"], self.frozen, ids, mask, legal, action, reasoning, r_mask)
+        ref_logp = jax.lax.stop_gradient(ref_logp)
         if c.grpo.aggregation == "token_mean":
-            weight = weight * self.renderer.action_len[action]
-        ref_all = self.policy.log_probs(state["ref_params"], self.frozen, ids, mask, legal)
-        ref_logp = jax.lax.stop_gradient(jnp.take_along_axis(ref_all, action[:, None], 1)[:, 0])
+            weight = weight * tokens
 
         def loss_fn(p):
-            logp_all = self.policy.log_probs(p, self.frozen, ids, mask, legal)
-            logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
+            logp, logp_all, _ = self.policy.response(p, self.frozen, ids, mask, legal, action, reasoning, r_mask)
             terms = grpo.policy_loss(logp, old_logp, ref_logp, a_flat, weight, clip_eps=c.grpo.clip_eps,
                                      clip_eps_high=c.grpo.clip_eps_high, beta=c.grpo.beta, kl=c.grpo.kl)
             terms["entropy"] = (grpo.entropy(jnp.exp(logp_all), legal) * weight).sum()
