@@ -48,6 +48,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.rollout.groups_per_opponent = 2  # groups per (pool, opponent) pair and step
     c.rollout.temperature = 0.8
     c.rollout.learner_seat = 0  # 0, 1, or -1 to alternate seats between groups
+    c.rollout.common_chance = False  # a group's episodes share their deals (then prompts coincide more)
     c.rollout.reasoning_budget = 0  # free tokens before the (constrained) action; 0 = answer at once
     c.rollout.reasoning_suffix = "\nFinal action:"  # forced after the free tokens
 

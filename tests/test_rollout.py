@@ -44,3 +44,37 @@ def test_rollout_records_every_learner_decision():
         assert (per_hand >= 1).all() and (per_hand <= 2).all()
     assert np.allclose(np.exp(traj.logp)[valid], 0.5)  # RandomLegal's probability of what it did
     assert set(np.unique(acts[valid])) <= {0, 1}
+
+
+def test_shared_prefill_equals_every_copy():
+    """With common chance a group's first prompts coincide and are prefilled once per group; the
+    episodes equal those where every copy is scored on its own (same keys, same rows)."""
+    from test_trainer import tiny
+
+    from sepo_jax.rl import trainer
+
+    c = tiny()
+    c.rollout.group_size = 4
+    t = trainer.Trainer(c)
+    lay = t.layout
+    learner = t.policy.learner(t.initial_params, t.frozen)
+    grouped = []
+
+    def shared(*args, group_size=1):
+        grouped.append(group_size)
+        return learner(*args, group_size=group_size)
+
+    def every_copy(ids, mask, legal, states, key, group_size=1):
+        rep = lambda x: jnp.repeat(x, group_size, axis=0)  # noqa: E731
+        return learner(rep(ids), rep(mask), rep(legal), states, key)
+
+    def run(fn):
+        return jax.jit(lambda k: rollout.rollout(t.game, t.renderer, fn, jnp.asarray(lay.opponent), jnp.asarray(lay.seat),
+                                                 k, group_size=4, common_chance=True))(jax.random.key(3))
+
+    a, b = run(shared), run(every_copy)
+    assert 4 in grouped
+    first = np.asarray(a.prompt_ids[:, 0]).reshape(-1, 4, a.prompt_ids.shape[-1])
+    assert (first == first[:, :1]).all()
+    np.testing.assert_array_equal(a.action, b.action)
+    np.testing.assert_allclose(a.logp, b.logp, atol=1e-5)

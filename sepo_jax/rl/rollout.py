@@ -63,14 +63,34 @@ def _advance_opponent(game: Game, state: State, seat, opponent, table, key) -> S
 
 
 def rollout(game: Game, renderer: PromptRenderer, learner: Learner, opponent: Array, seat: Array, key: Array,
-            table: Array | None = None) -> Trajectory:
+            table: Array | None = None, group_size: int = 1, common_chance: bool = False) -> Trajectory:
     """Play one episode per slot (`opponent[E]`, `seat[E]`) with `learner` in its seat.
-    `table` is the behavioural table of the tabular opponent (e.g. the exact best response)."""
+    `table` is the behavioural table of the tabular opponent (e.g. the exact best response).
+
+    Slots come in groups of `group_size`. With `common_chance` the episodes of a group are dealt the
+    same cards / values / pools (only the players' choices differ). Whenever every group's prompts
+    coincide at a decision, the learner is called once per group with `group_size` (one prefill per
+    group, the samples drawn from it); `learner` must then accept that keyword."""
     if table is None:
         table = jnp.full((game.num_infosets, game.num_actions), 1.0 / game.num_actions)
     num = opponent.shape[0]
     init_key, key = jax.random.split(key)
-    states = jax.vmap(game.init)(jax.random.split(init_key, num))
+    init_keys = jax.random.split(init_key, num // group_size if common_chance else num)
+    if common_chance:
+        init_keys = jnp.repeat(init_keys, group_size, axis=0)
+    states = jax.vmap(game.init)(init_keys)
+
+    def act(ids, mask, legal, states, key):
+        if group_size == 1:
+            return learner(ids, mask, legal, states, key)
+        grouped = [x.reshape((num // group_size, group_size) + x.shape[1:]) for x in (ids, mask, legal)]
+        same = jnp.all(jnp.stack([(x == x[:, :1]).all() for x in grouped]))
+        first = lambda x: x[::group_size]  # noqa: E731
+        return jax.lax.cond(
+            same,
+            lambda: learner(first(ids), first(mask), first(legal), states, key, group_size=group_size),
+            lambda: learner(ids, mask, legal, states, key),
+        )
     advance = jax.vmap(lambda s, st, o, k: _advance_opponent(game, s, st, o, table, k))
 
     def decision(states, key):
@@ -79,7 +99,7 @@ def rollout(game: Game, renderer: PromptRenderer, learner: Learner, opponent: Ar
         ids, mask = jax.vmap(renderer.render, in_axes=(None, 0, 0))(game, states, seat)
         legal = states.legal_action_mask
         valid = ~states.terminated
-        action, logp, probs, (reasoning, r_mask) = learner(ids, mask, legal, states, l_key)
+        action, logp, probs, (reasoning, r_mask) = act(ids, mask, legal, states, l_key)
         record = dict(prompt_ids=ids, prompt_mask=mask, legal=legal, action=action, logp=logp, probs=probs,
                       reasoning=reasoning, reasoning_mask=r_mask, valid=valid, round=states.round)
         states = jax.vmap(game.step)(states, action, jax.random.split(e_key, num))

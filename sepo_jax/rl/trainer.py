@@ -100,16 +100,17 @@ class Policy:
     def learner(self, params, frozen) -> rollout.Learner:
         r = self.renderer
 
-        def act(ids, mask, legal, states, key):
+        def act(ids, mask, legal, states, key, group_size=1):
+            """`group_size` > 1: one row per group of identical prompts, samples for every member."""
             if not self.budget:
-                logp_all = self.log_probs(params, frozen, ids, mask, legal)
+                logp_all = jnp.repeat(self.log_probs(params, frozen, ids, mask, legal), group_size, axis=0)
                 action = jax.random.categorical(key, logp_all).astype(jnp.int32)
                 logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
-                none = jnp.zeros((ids.shape[0], 0), jnp.int32)
+                none = jnp.zeros((action.shape[0], 0), jnp.int32)
                 return action, logp, jnp.exp(logp_all), (none, none.astype(bool))
             out = sampler.sample_with_reasoning(
                 self._model(params, frozen), ids, mask, r.action_ids, r.action_len, legal, self.suffix_ids, key,
-                budget=self.budget, temperature=self.temperature, eos_id=self.eos_id)
+                budget=self.budget, temperature=self.temperature, eos_id=self.eos_id, group_size=group_size)
             g = out.reasoning
             return out.action, out.logp + g.logp.sum(-1), jnp.exp(out.logprobs_all), (g.tokens, g.mask)
 
@@ -242,7 +243,8 @@ class Trainer:
         opponent = parallel.shard_batch(self.mesh, jnp.asarray(lay.opponent))
         seat = parallel.shard_batch(self.mesh, jnp.asarray(lay.seat))
         pool = jnp.asarray(lay.pool)
-        traj = rollout.rollout(game, self.renderer, self.policy.learner(params, self.frozen), opponent, seat, k_roll, table)
+        traj = rollout.rollout(game, self.renderer, self.policy.learner(params, self.frozen), opponent, seat, k_roll, table,
+                               group_size=lay.group_size, common_chance=c.rollout.common_chance)
 
         rew, trains = sepo.rewards(traj, pool, c.sepo.credit, self.lam, lay.group_size)
         adv, zero_var = grpo.advantages(rew.reshape(lay.num_groups, lay.group_size, -1), c.grpo.advantage, c.grpo.scale_std)
