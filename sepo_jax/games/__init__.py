@@ -9,19 +9,16 @@ from .prompts import PromptRenderer, prompt_structure, render_text
 
 
 def _registry():
+    from .auction import Auction
+    from .ipd import IPD
     from .kuhn import Kuhn
     from .leduc import Leduc
+    from .negotiation import NegotiationV1, NegotiationV2
 
-    games = {"kuhn": Kuhn, "leduc": Leduc}
-    try:  # written in parallel; present once their modules land
-        from .ipd import IPD
-        from .auction import Auction
-        from .negotiation import NegotiationV1, NegotiationV2
-
-        games.update(ipd=IPD, auction=Auction, negotiation_v1=NegotiationV1, negotiation_v2=NegotiationV2)
-    except ImportError:
-        pass
-    return games
+    return {
+        "kuhn": Kuhn, "leduc": Leduc, "ipd": IPD, "auction": Auction,
+        "negotiation_v1": NegotiationV1, "negotiation_v2": NegotiationV2,
+    }
 
 
 GAMES = ("kuhn", "leduc", "ipd", "auction", "negotiation_v1", "negotiation_v2")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 
 import tokenizers
@@ -79,17 +80,14 @@ class Tokenizer:
 
 def render_chat(template: str, messages: list[dict], *, add_generation_prompt: bool = True, **extra) -> str:
     """Render a Hugging Face jinja chat template the way transformers does (sandboxed, trimmed blocks)."""
-    try:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as e:  # the template is optional; without jinja2 a chat model cannot be wrapped
-        raise ImportError("rendering a chat template needs jinja2 (pip install jinja2)") from e
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # only chat models need it; keep imports light
 
     def raise_exception(message):
         raise ValueError(f"chat template error: {message}")
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: "" if fmt is None else __import__("time").strftime(fmt)
+    env.globals["strftime_now"] = lambda fmt: "" if fmt is None else time.strftime(fmt)
     env.filters["tojson"] = lambda x, indent=None, **kw: json.dumps(x, indent=indent, ensure_ascii=False)
     return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
                                             **extra)
