@@ -3,17 +3,21 @@
 For each game and seed, one supervised warm start is shared by every mode (SFT does not depend on the
 credit mode), then each mode trains the same number of SEPO steps from that same state with the same
 rollout seed. `reward_only` (credited with all lambdas 0: plain GRPO on the training pool) is the
-baseline `shared` should match. Every step's exploit_pool_advantage, payoff, nash_conv (Kuhn; exact,
-no sampling noise), collusion and safety are kept; the table shows the mean of the first and of the
-last `--window` steps (the per-step pool metrics come from a few episodes each, so they are noisy).
-Safety is recomputed at the game's own lambdas for every mode (reward_only trains with lambdas 0).
+baseline `shared` should match (tests/test_sepo.py shows its penalty's gradient is exactly zero).
+Every step's metrics are kept in the JSON; the table evaluates the warm start and each mode's final policy on
+`--eval-episodes` sampled episodes per opponent (the same evaluation key for all), plus exact
+NashConv on Kuhn. Safety is at the game's own lambdas for every mode (reward_only trains with 0).
 
-    python experiments/ablation_credit.py --game kuhn --steps 40 --seeds 0 1
+`--sft-expert demonstrators` warm-starts Kuhn on the paper's demonstrator mixture (exploitable, so
+there is exploitability to remove); the default Kuhn warm start is the CFR+ equilibrium.
+
+    python experiments/ablation_credit.py --games kuhn --sft-expert demonstrators --set grpo.learning_rate=1e-4 --steps 60 --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -29,7 +33,7 @@ from sepo_jax import parallel
 from sepo_jax.config import EXACT_SOLVER_GAMES, LAMBDAS, default_config, validate
 from sepo_jax.rl.trainer import Trainer
 
-KEYS = ("exploit_pool_advantage", "payoff", "nash_conv", "collusion", "safety")
+KEYS = ("exploit_pool_advantage", "payoff", "robust", "nash_conv", "collusion", "externality", "safety")
 MODES = ("reward_only", "shared", "auxiliary", "credited", "exact")
 
 
@@ -37,13 +41,24 @@ def make_config(game: str, mode: str, args) -> "ml_collections.ConfigDict":
     c = default_config(game)
     c.seed = args.seed
     c.steps, c.sft.steps = args.steps, args.sft_steps
-    if game in EXACT_SOLVER_GAMES:  # as configs/kuhn.py
-        c.compact_prompt = True
-        c.rollout.groups_per_opponent = 1
-        c.sft.episodes = 32
-    else:
-        c.rollout.groups_per_opponent = 1
-        c.sft.episodes = args.ipd_sft_episodes
+    c.rollout.groups_per_opponent = 1
+    if args.sft_expert:
+        c.sft.expert = args.sft_expert
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # a plain string
+        parent = c
+        *path, leaf = key.split(".")
+        for part in path:
+            parent = parent[part]
+        if leaf not in parent:
+            raise KeyError(f"--set {item}: config has no key {key!r}")
+        parent[leaf] = value
+    if game not in EXACT_SOLVER_GAMES:
+        c.sft.episodes = args.sft_episodes
     if mode == "reward_only":
         c.sepo.credit = "credited"
         c.sepo.lambda_e = c.sepo.lambda_c = c.sepo.lambda_x = 0.0
@@ -53,66 +68,56 @@ def make_config(game: str, mode: str, args) -> "ml_collections.ConfigDict":
     return c
 
 
-def safety(game: str, m: dict) -> float:
+def evaluate(game: str, trainer: Trainer, params, args) -> dict:
+    m = {k: float(v) for k, v in jax.device_get(trainer.evaluate(params, jax.random.PRNGKey(10_000 + args.seed),
+                                                                   args.eval_episodes)).items()}
     lam_e, lam_c, lam_x = LAMBDAS[game]
-    s = 3.0 / {"kuhn": 2.0, "ipd": 3.0}[game]
-    return s * m["payoff"] - lam_e * s * m["exploit_pool_advantage"] - lam_c * m["collusion"] - lam_x * m["externality"]
+    s = trainer.lam.scale
+    m["safety"] = s * m["payoff"] - lam_e * s * m["exploit_pool_advantage"] - lam_c * m["collusion"] - lam_x * m["externality"]
+    return m
 
 
 def run_game(game: str, seed: int, args) -> dict:
     modes = [m for m in args.modes if m != "exact" or game in EXACT_SOLVER_GAMES]
     mesh = parallel.make_mesh(1)
     t0 = time.time()
-    base = Trainer(make_config(game, modes[0], args), mesh=mesh)
+    base = Trainer(make_config(game, "reward_only", args), mesh=mesh)
     state = parallel.replicate(mesh, base.init_state())
-    sft_nc = None
-    for i in range(args.sft_steps):
-        state, m = base.sft_step(state)
-        if i == 0:
-            jax.block_until_ready(m)
-            t_first = time.time()
+    for _ in range(args.sft_steps):
+        state, _ = base.sft_step(state)
     jax.block_until_ready(state)
-    if args.sft_steps and "nash_conv" in m:
-        sft_nc = float(m["nash_conv"])
-    sft_time = time.time() - t0
-    per = (time.time() - t_first) / max(args.sft_steps - 1, 1) if args.sft_steps else 0.0
-    print(f"[{game} seed {seed}] SFT {args.sft_steps} steps in {sft_time:.0f}s ({per:.2f}s/step after the first), "
-          f"NashConv {sft_nc}", flush=True)
-    out = {"sft_time": sft_time, "sft_nash_conv": sft_nc, "modes": {}}
+    out = {"sft_time": time.time() - t0, "sft_eval": evaluate(game, base, state["params"], args), "modes": {}}
+    print(f"[{game} seed {seed}] SFT {args.sft_steps} steps in {out['sft_time']:.0f}s: "
+          + " ".join(f"{k}={v:.3f}" for k, v in out["sft_eval"].items()), flush=True)
     for mode in modes:
         t0 = time.time()
         trainer = Trainer(make_config(game, mode, args), mesh=mesh)
         s = trainer.start_sepo(jax.tree.map(jnp.copy, state))
         traj = []
-        for step in range(args.steps):
+        for _ in range(args.steps):
             s, m = trainer.sepo_step(s)
-            m = {k: float(v) for k, v in jax.device_get(m).items()}  # also waits for the step
-            m["safety"] = safety(game, m)
-            traj.append({k: m[k] for k in KEYS + ("externality", "kl", "zero_variance_groups") if k in m})
-            if step == 0:
-                t_first = time.time()
-        per = (time.time() - t_first) / max(args.steps - 1, 1)
-        out["modes"][mode] = {"time": time.time() - t0, "trajectory": traj}
-        print(f"[{game} seed {seed}] {mode}: {args.steps} steps in {time.time() - t0:.0f}s ({per:.2f}s/step after the first); "
-              + " ".join(f"{k}={traj[-1][k]:.3f}" for k in KEYS if k in traj[-1]), flush=True)
+            traj.append({k: float(v) for k, v in jax.device_get(m).items()})  # also waits for the step
+        out["modes"][mode] = {"time": time.time() - t0, "trajectory": traj, "eval": evaluate(game, trainer, s["params"], args)}
+        print(f"[{game} seed {seed}] {mode}: {args.steps} steps in {time.time() - t0:.0f}s: "
+              + " ".join(f"{k}={v:.3f}" for k, v in out["modes"][mode]["eval"].items()), flush=True)
     return out
 
 
-def table(results: dict, window: int) -> str:
+def table(results: dict) -> str:
     lines = []
     for game, seeds in results.items():
-        keys = [k for k in KEYS if k != "nash_conv" or game in EXACT_SOLVER_GAMES]
-        lines += [f"\n### {game} (mean over seeds {', '.join(seeds)}; first / last {window} steps)\n",
-                  "| mode | " + " | ".join(f"{k} start -> end" for k in keys) + " |",
-                  "|---|" + "---|" * len(keys)]
-        modes = next(iter(seeds.values()))["modes"]
-        for mode in modes:
-            cells = []
-            for k in keys:
-                start = np.mean([np.mean([t[k] for t in r["modes"][mode]["trajectory"][:window]]) for r in seeds.values()])
-                end = np.mean([np.mean([t[k] for t in r["modes"][mode]["trajectory"][-window:]]) for r in seeds.values()])
-                cells.append(f"{start:.3f} -> {end:.3f}")
-            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        runs = list(seeds.values())
+        keys = [k for k in KEYS if k in runs[0]["sft_eval"]]
+        lines += [f"\n### {game}: evaluation of the final policy (mean +- sd over seeds {', '.join(seeds)})\n",
+                  "| policy | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+
+        def row(name, evals):
+            cells = [f"{np.mean([e[k] for e in evals]):.3f} +- {np.std([e[k] for e in evals]):.3f}" for k in keys]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+        row("warm start (SFT)", [r["sft_eval"] for r in runs])
+        for mode in runs[0]["modes"]:
+            row(mode, [r["modes"][mode]["eval"] for r in runs])
     return "\n".join(lines)
 
 
@@ -128,8 +133,11 @@ def main():
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--sft-steps", type=int, default=150)
-    p.add_argument("--ipd-sft-episodes", type=int, default=32)
-    p.add_argument("--window", type=int, default=5)
+    p.add_argument("--sft-expert", choices=("equilibrium", "demonstrators"), default=None, help="default: the config's")
+    p.add_argument("--sft-episodes", type=int, default=32, help="SFT episodes per step (IPD)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every mode, e.g. grpo.learning_rate=1e-4 (repeatable)")
+    p.add_argument("--eval-episodes", type=int, default=256, help="per opponent")
     p.add_argument("--out", default="experiments/results/ablation_credit")
     args = p.parse_args()
     results = {}
@@ -140,14 +148,13 @@ def main():
             results[game][str(seed)] = run_game(game, seed, args)
             with open(args.out + ".json", "w") as f:
                 json.dump(results, f)
-    text = table(results, args.window)
+    text = table(results)
     print(text)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     with open(args.out + ".md", "w") as f:
         f.write(f"# Credit-mode ablation\n\nCommand: `python {' '.join(sys.argv)}` (commit {commit})\n\n"
                 f"Machine: {machine()}\n\n"
-                + "\n".join(f"- {g} seed {s}: SFT {r['sft_time']:.0f}s (NashConv after SFT {r['sft_nash_conv']}), "
-                            + ", ".join(f"{m} {v['time']:.0f}s" for m, v in r["modes"].items())
+                + "\n".join(f"- {g} seed {s}: SFT {r['sft_time']:.0f}s, " + ", ".join(f"{m} {v['time']:.0f}s" for m, v in r["modes"].items())
                             for g, rs in results.items() for s, r in rs.items())
                 + "\n" + text + "\n\nPer-step trajectories: `" + os.path.basename(args.out) + ".json`.\n")
 

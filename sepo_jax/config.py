@@ -75,6 +75,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
 
     c.sft = ml_collections.ConfigDict()
     c.sft.steps = 300
+    c.sft.expert = "equilibrium" if game in EXACT_SOLVER_GAMES else "demonstrators"  # see rl/sft.py
     c.sft.episodes = 64  # supervised episodes per step
     c.sft.learning_rate = 3e-3
     c.sft.warmup = 0.05
@@ -93,7 +94,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the config key for anything that cannot work, before any compute."""
-    from sepo_jax.rl import grpo, sepo
+    from sepo_jax.rl import grpo, sepo, sft
 
     def need(ok, key, msg):
         if not ok:
@@ -124,5 +125,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.grpo.learning_rate > 0, "grpo.learning_rate", "must be > 0")
     need(c.sft.steps >= 0, "sft.steps", "must be >= 0")
     need(c.sft.episodes >= 1, "sft.episodes", "must be >= 1")
+    need(c.sft.expert in sft.EXPERTS, "sft.expert", f"must be one of {sft.EXPERTS}, got {c.sft.expert!r}")
+    need(c.sft.expert != "equilibrium" or c.game in EXACT_SOLVER_GAMES, "sft.expert",
+         f"'equilibrium' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'demonstrators' for {c.game}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
     need(c.model.lora_rank >= 0, "model.lora_rank", "must be >= 0")

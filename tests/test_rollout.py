@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sepo_jax import games
 from sepo_jax.config import default_config
@@ -44,6 +45,22 @@ def test_rollout_records_every_learner_decision():
         assert (per_hand >= 1).all() and (per_hand <= 2).all()
     assert np.allclose(np.exp(traj.logp)[valid], 0.5)  # RandomLegal's probability of what it did
     assert set(np.unique(acts[valid])) <= {0, 1}
+
+
+@pytest.mark.parametrize("name,kwargs", [("kuhn", {"num_hands": h}) for h in (1, 2, 3, 6)]
+                         + [("leduc", {"num_hands": h}) for h in (1, 2, 3)]
+                         + [(n, {}) for n in ("ipd", "auction", "negotiation_v1", "negotiation_v2")])
+def test_every_episode_fits_the_decision_budget_from_either_seat(name, kwargs):
+    """The scan runs `max_decisions` times: enough for the longest episode a seat can face."""
+    game = games.make(name, **kwargs)
+    num = 256
+    seat = jnp.arange(num, dtype=jnp.int32) % 2
+    ids = [game.opponent_id(n) for n in game.opponent_names]
+    opponent = jnp.asarray(np.resize(ids, num), jnp.int32)
+    aggressive = jnp.asarray(np.resize(ids[::-1], num), jnp.int32)
+    learner = rollout.opponent_learner(game, aggressive)
+    traj = jax.jit(lambda k: rollout.rollout(game, _Null(), learner, opponent, seat, k))(jax.random.key(1))
+    assert bool(traj.finished.all())
 
 
 def test_shared_prefill_equals_every_copy():

@@ -94,6 +94,13 @@ class Kuhn(Game):
         self.max_steps = 3 * num_hands
         self.opponents = tuple(Opponent(n, self._table_fn(t)) for n, t in TABLES.items())
 
+    @property
+    def max_decisions(self) -> int:
+        """Seat 0 moves first in hands 0, 2, ...: up to two moves there (pass, then call or fold), one
+        in the others; with an odd number of hands that exceeds half the steps."""
+        h = self.num_rounds
+        return 2 * ((h + 1) // 2) + h // 2
+
     def _table_fn(self, table):
         table = jnp.asarray(table, jnp.float32)
         return lambda state, player: table[self.infoset_index(state, player)]

@@ -27,7 +27,7 @@ from sepo_jax.equilibrium import best_response, cfr
 from sepo_jax.model import lora as lora_lib
 from sepo_jax.model import sampler
 
-from . import grpo, readout, rollout, sepo
+from . import grpo, readout, rollout, sepo, sft
 
 Array = jax.Array
 
@@ -46,20 +46,25 @@ class Layout:
         return self.opponent.shape[0] // self.group_size
 
 
-def make_layout(game, c: ml_collections.ConfigDict) -> Layout:
-    n, reps = c.rollout.group_size, c.rollout.groups_per_opponent
+def make_layout(game, c: ml_collections.ConfigDict, episodes: int | None = None) -> Layout:
+    """The training layout; with `episodes`, the evaluation layout instead: one group of that many
+    episodes per opponent of every pool, without the tabular best response."""
+    n, reps = (episodes, 1) if episodes else (c.rollout.group_size, c.rollout.groups_per_opponent)
     opp, pool = [], []
     for name in c.sepo.pools:
         ids = list(game.pool_ids(name)) if name in game.pools else []
-        if name == "exploit" and c.sepo.credit == "exact":
+        if name == "exploit" and c.sepo.credit == "exact" and not episodes:
             ids.append(game.tabular_id)  # the exact best response to the current policy
         for i in ids:
             opp += [i] * reps
             pool += [sepo.POOL_INDEX[name]] * reps
     groups = len(opp)
-    seat = np.full(groups, c.rollout.learner_seat) if c.rollout.learner_seat >= 0 else np.arange(groups) % 2
-    rep = lambda a: np.repeat(np.asarray(a, np.int32), n)
-    return Layout(rep(opp), rep(pool), rep(seat), n)
+    rep = lambda a: np.repeat(np.asarray(a, np.int32), n)  # noqa: E731
+    if c.rollout.learner_seat >= 0:
+        seat = rep(np.full(groups, c.rollout.learner_seat))
+    else:  # alternate between groups (training) or within each group (evaluation)
+        seat = np.tile(np.arange(n) % 2, groups).astype(np.int32) if episodes else rep(np.arange(groups) % 2)
+    return Layout(rep(opp), rep(pool), seat, n)
 
 
 class Policy:
@@ -149,6 +154,7 @@ class Trainer:
             states, mover, self.rows = readout.infoset_states(self.game)
             self.readout_ids, self.readout_mask = jax.vmap(self.renderer.render, in_axes=(None, 0, 0))(self.game, states, mover)
             self.readout_legal = states.legal_action_mask
+        if c.sft.expert == "equilibrium":
             self.expert_table = jnp.asarray(cfr.equilibrium_table(self.game.name), jnp.float32)
         self.sft_opt = optax.chain(
             optax.clip_by_global_norm(c.sft.grad_clip),
@@ -163,7 +169,7 @@ class Trainer:
 
     # ---- state ---------------------------------------------------------------------------------
     def init_state(self) -> dict:
-        params = parallel.replicate(self.mesh, self.initial_params)
+        params = parallel.replicate(self.mesh, jax.tree.map(jnp.copy, self.initial_params))  # steps donate the state
         return dict(
             step=jnp.int32(0),
             key=jax.random.PRNGKey(self.c.seed),
@@ -185,49 +191,49 @@ class Trainer:
         return readout.strategy_table(self.game, jnp.exp(logp), self.rows)
 
     # ---- supervised warm start -----------------------------------------------------------------
-    def _expert(self, key, num):
-        """Demonstrator per episode (the CFR+ equilibrium on games with an exact solver)."""
-        if self.exact:
-            return jnp.full((num,), self.game.tabular_id, jnp.int32), self.expert_table
-        names = list(self.game.demonstrators)
-        weights = jnp.asarray([self.game.demonstrators[n] for n in names])
-        ids = jnp.asarray([self.game.opponent_id(n) for n in names], jnp.int32)
-        return jax.random.choice(key, ids, (num,), p=weights / weights.sum()), None
-
     def _sft_step(self, state, _=None):
         c, game = self.c, self.game
         num = c.sft.episodes
         key, k_exp, k_opp, k_seat, k_roll = jax.random.split(state["key"], 5)
-        expert, table = self._expert(k_exp, num)
+        if c.sft.expert == "equilibrium":
+            expert, table = jnp.full((num,), game.tabular_id, jnp.int32), self.expert_table
+        else:
+            expert, table = sft.demonstrator_ids(game, k_exp, num), None
         train = jnp.asarray(game.pool_ids("train"), jnp.int32)
         opponent = parallel.shard_batch(self.mesh, jax.random.choice(k_opp, train, (num,)))
         seat = jax.random.randint(k_seat, (num,), 0, 2) if c.rollout.learner_seat < 0 else jnp.full((num,), c.rollout.learner_seat)
-        traj = rollout.rollout(game, self.renderer, rollout.opponent_learner(game, expert, table), opponent,
-                               parallel.shard_batch(self.mesh, seat.astype(jnp.int32)), k_roll, table)
-        ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
-        target, valid = _flat(traj.probs), _flat(traj.valid)
-
-        if self.exact:  # every information set of the first hand, with the expert's exact distribution
-            ids = jnp.concatenate([ids, self.readout_ids])
-            mask = jnp.concatenate([mask, self.readout_mask])
-            legal = jnp.concatenate([legal, self.readout_legal])
-            target = jnp.concatenate([target, self.expert_table[self.rows]])
-            valid = jnp.concatenate([valid, jnp.ones(self.rows.shape, bool)])
+        batch = sft.expert_batch(game, self.renderer, expert, table, opponent,
+                                 parallel.shard_batch(self.mesh, seat.astype(jnp.int32)), k_roll)
+        if c.sft.expert == "equilibrium":
+            batch = sft.with_table(batch, self.readout_ids, self.readout_mask, self.readout_legal, self.expert_table[self.rows])
 
         def loss_fn(params):
-            logp = self.policy.log_probs(params, self.frozen, ids, mask, legal)
-            ce = -jnp.where(legal & (target > 0), target * logp, 0.0).sum(-1)
-            return jnp.where(valid, ce, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+            return sft.cross_entropy(self.policy.log_probs(params, self.frozen, batch.ids, batch.mask, batch.legal), batch)
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         params, opt, finite = _apply(self.sft_opt, grads, state["sft_opt"], state["params"], loss)
-        entropy = jnp.where(valid, grpo.entropy(target, legal), 0.0).sum() / jnp.maximum(valid.sum(), 1)
+        valid = batch.valid
+        entropy = jnp.where(valid, grpo.entropy(batch.target, batch.legal), 0.0).sum() / jnp.maximum(valid.sum(), 1)
         metrics = dict(sft_loss=loss, sft_kl=loss - entropy)
         if self.exact:
             metrics["nash_conv"] = best_response.nash_conv_table(game.name, self.strategy(params))
         new = {**state, "key": key, "params": params, "sft_opt": opt, "step": state["step"] + 1,
                "skipped": state["skipped"] + (~finite)}
         return new, metrics
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    @functools.partial(jax.jit, static_argnums=(0, 3))
+    def evaluate(self, params, key, episodes: int) -> dict[str, Array]:
+        """The paper's metrics of `params` from `episodes` sampled episodes (at the rollout temperature,
+        SEPO.md §3 item 5) against every opponent of every pool, plus exact NashConv where solvable."""
+        lay = make_layout(self.game, self.c, episodes)
+        traj = rollout.rollout(self.game, self.renderer, self.policy.learner(params, self.frozen),
+                               parallel.shard_batch(self.mesh, jnp.asarray(lay.opponent)),
+                               parallel.shard_batch(self.mesh, jnp.asarray(lay.seat)), key)
+        metrics = _episode_metrics(traj, jnp.asarray(lay.pool), jnp.asarray(lay.opponent), self.lam, self.game)
+        if self.exact:
+            metrics["nash_conv"] = best_response.nash_conv_table(self.game.name, self.strategy(params))
+        return metrics
 
     # ---- SEPO ------------------------------------------------------------------------------------
     def _sepo_step(self, state, _=None):
