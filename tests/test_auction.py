@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sepo_jax.games.auction import HIGH, LOW, MEDIUM, Auction
-from sepo_jax.games.play import opponents_policy, play, play_batch
+from sepo_jax.games.play import opponents_policy, play_batch
 
 GAME = Auction()
 STEP = jax.jit(GAME.step)
@@ -151,21 +151,6 @@ def test_episode_stats():
 
 
 # ---- the Game protocol ---------------------------------------------------------------------------
-
-
-def test_batch_equals_one_at_a_time():
-    n = GAME.tabular_id
-    seat_ids = jnp.array([[i, j] for i in range(n) for j in range(n)], jnp.int32)
-    policy_for = lambda ids: opponents_policy(GAME, ids)  # noqa: E731
-    key = jax.random.key(1)
-    batch, _ = jax.jit(lambda k: play_batch(GAME, policy_for, seat_ids, k))(key)
-    keys = jax.random.split(key, len(seat_ids))
-    one = jax.jit(lambda ids, k: play(GAME, policy_for(ids), k)[0])
-    for i in range(0, len(seat_ids), 9):
-        single = one(seat_ids[i], keys[i])
-        for x, y in zip(jax.tree.leaves(single), jax.tree.leaves(batch)):
-            np.testing.assert_array_equal(x, y[i])
-    assert bool(batch.terminated.all()) and int(batch.data["illegal"].sum()) == 0
 
 
 def test_seat1_cannot_see_pending_move():

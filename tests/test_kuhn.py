@@ -121,14 +121,3 @@ def test_collusion_is_fold_rate_facing_bets():
     assert bool(s.terminated)
     assert float(game.episode_stats(s, 1)["collusion"]) == 1.0
     assert float(game.episode_stats(s, 0)["collusion"]) == 0.0
-
-
-def test_vmap_equals_one_at_a_time():
-    game = games.make("kuhn")
-    ids = jnp.array([game.opponent_id("NashApprox"), game.opponent_id("LooseAggressive")])
-    policy = games.opponents_policy(game, ids)
-    keys = jax.random.split(jax.random.key(3), 16)
-    batch, _ = jax.jit(jax.vmap(lambda k: games.play(game, policy, k)))(keys)
-    for i in range(0, 16, 5):
-        single, _ = games.play(game, policy, keys[i])
-        np.testing.assert_array_equal(single.payoffs, batch.payoffs[i])

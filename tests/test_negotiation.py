@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sepo_jax.games.negotiation import COMPOSITIONS, NegotiationV1, NegotiationV2
-from sepo_jax.games.play import opponents_policy, play, play_batch
+from sepo_jax.games.play import opponents_policy, play_batch
 
 V1, V2 = NegotiationV1(), NegotiationV2()
 STEP = {g.name: jax.jit(g.step) for g in (V1, V2)}
@@ -210,23 +210,6 @@ def test_pools_and_demonstrators(game):
         game.pool_ids(pool)
     assert set(game.demonstrators) <= set(game.opponent_names)
     assert abs(sum(game.demonstrators.values()) - 1) < 1e-9
-
-
-@pytest.mark.parametrize("game", [V1, V2], ids=lambda g: g.name)
-def test_batch_equals_one_at_a_time(game):
-    n = game.tabular_id
-    seat_ids = jnp.array([[i, j] for i in range(n + 1) for j in range(n + 1)], jnp.int32)  # tabular included
-    table = jax.random.dirichlet(KEY, jnp.ones(game.num_actions), (game.num_infosets,))
-    policy_for = lambda ids: opponents_policy(game, ids, table)  # noqa: E731
-    key = jax.random.key(1)
-    batch, _ = jax.jit(lambda k: play_batch(game, policy_for, seat_ids, k))(key)
-    keys = jax.random.split(key, len(seat_ids))
-    one = jax.jit(lambda ids, k: play(game, policy_for(ids), k)[0])
-    for i in range(0, len(seat_ids), 11):
-        single = one(seat_ids[i], keys[i])
-        for x, y in zip(jax.tree.leaves(single), jax.tree.leaves(batch)):
-            np.testing.assert_array_equal(x, y[i])
-    assert bool(batch.terminated.all()) and int(batch.data["illegal"].sum()) == 0
 
 
 @pytest.mark.parametrize("game", [V1, V2], ids=lambda g: g.name)

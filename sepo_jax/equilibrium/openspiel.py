@@ -20,7 +20,6 @@ from sepo_jax.equilibrium.tree import (
     LEDUC_DONE_SEQS,
     LEDUC_ROUND1_OFFSET,
     NUM_ACTIONS,
-    NUM_INFOSETS,
     _leduc_contrib,
     seq_player,
 )

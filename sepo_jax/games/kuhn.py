@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..equilibrium.cfr import kuhn_equilibrium
-from ..equilibrium.tree import KUHN_HISTORIES as HISTORIES
 from ..equilibrium.tree import NUM_INFOSETS as _ROWS
 from ..equilibrium.tree import kuhn_infoset_index
 from .base import Game, Opponent, PromptBuilder, State, illegal_to_noop

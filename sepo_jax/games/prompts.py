@@ -12,7 +12,6 @@ from typing import Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .base import Game, Prompt, State
 
