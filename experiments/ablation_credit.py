@@ -27,6 +27,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from sepo_jax import parallel
@@ -37,7 +38,7 @@ KEYS = ("exploit_pool_advantage", "payoff", "robust", "nash_conv", "collusion", 
 MODES = ("reward_only", "shared", "auxiliary", "credited", "exact")
 
 
-def make_config(game: str, mode: str, args) -> "ml_collections.ConfigDict":
+def make_config(game: str, mode: str, args) -> ml_collections.ConfigDict:
     c = default_config(game)
     c.seed = args.seed
     c.steps, c.sft.steps = args.steps, args.sft_steps

@@ -33,7 +33,7 @@ MAX_CALL_SECONDS = 20.0  # a size whose projected call time exceeds this is skip
 
 
 def uniform_legal(state, player):
-    return state.legal_action_mask / state.legal_action_mask.sum()
+    return state.legal_action_mask.astype(jnp.float32)  # `sample` draws in proportion: uniform over legal
 
 
 def random_legal_opponent(game):

@@ -3,13 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sepo_jax import games
-from sepo_jax.games import kuhn
 from openspiel_replay import record, replay
+
+from sepo_jax import games
+from sepo_jax.equilibrium.tree import KUHN_HISTORIES
 
 
 def kuhn_row(s):
-    return kuhn.HISTORIES.index(s[1:]) * 3 + int(s[0])
+    return KUHN_HISTORIES.index(s[1:]) * 3 + int(s[0])
 
 
 def test_matches_openspiel_on_random_playouts():

@@ -25,3 +25,10 @@ from sepo_jax.equilibrium.openspiel import (
     table_to_policy,
 )
 from sepo_jax.equilibrium.tree import NUM_ACTIONS, NUM_INFOSETS, get_tree
+
+__all__ = [
+    "NUM_ACTIONS", "NUM_INFOSETS", "best_responses", "cfr_plus", "check_table", "counterfactual_values",
+    "equilibrium_table", "exploitability", "exploitability_table", "get_tree", "info_state_strings",
+    "info_state_to_row", "kuhn_equilibrium", "legal_mask", "nash_conv", "nash_conv_table", "policy_to_table",
+    "policy_values", "table_to_policy", "uniform_table", "used_rows",
+]

@@ -45,6 +45,6 @@ def template_texts() -> list[str]:
 
 
 __all__ = [
-    "GAMES", "Game", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy",
+    "GAMES", "Game", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy", "play_lib",
     "play", "play_batch", "prompt_structure", "render_text", "template_texts",
 ]

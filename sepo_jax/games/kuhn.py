@@ -24,7 +24,7 @@ import numpy as np
 from ..equilibrium.cfr import kuhn_equilibrium
 from ..equilibrium.tree import NUM_INFOSETS as _ROWS
 from ..equilibrium.tree import kuhn_infoset_index
-from .base import Game, Opponent, PromptBuilder, State, illegal_to_noop
+from .base import Game, Opponent, Prompt, PromptBuilder, State, illegal_to_noop
 
 PASS, BET = 0, 1
 CARD_NAMES = ("Jack", "Queen", "King")

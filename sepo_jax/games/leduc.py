@@ -22,7 +22,7 @@ from ..equilibrium.tree import LEDUC_DECISION_SEQS as DECISION_SEQS
 from ..equilibrium.tree import LEDUC_DONE_SEQS as DONE_SEQS
 from ..equilibrium.tree import NUM_INFOSETS as _ROWS
 from ..equilibrium.tree import leduc_infoset_index
-from .base import Game, Opponent, PromptBuilder, State, illegal_to_noop
+from .base import Game, Opponent, Prompt, PromptBuilder, State, illegal_to_noop
 
 FOLD, CALL, RAISE = 0, 1, 2
 RANK_NAMES = ("Jack", "Queen", "King")

@@ -1,6 +1,6 @@
 """Playing whole episodes: a `lax.scan` over moves, each seat driven by a policy function.
 
-A policy maps (state, player) to action probabilities; `play` draws every move from one vector of
+A policy maps (state, player) to action probabilities (or unnormalised weights); `play` draws every move from one vector of
 uniforms per episode (inverse-CDF sampling), which is much cheaper than splitting a key per move.
 """
 
@@ -22,11 +22,12 @@ def opponents_policy(game: Game, seat_ids: Array, table: Array | None = None) ->
     return lambda state, player: game.opponent_probs(seat_ids[player], state, player, table)
 
 
-def sample(probs: Array, u: Array) -> Array:
-    """Inverse-CDF draw from `probs` [..., A] with uniforms `u` [...]; never an action of probability 0."""
-    idx = jnp.minimum((jnp.cumsum(probs, -1) <= u[..., None]).sum(-1), probs.shape[-1] - 1)
-    ok = jnp.take_along_axis(probs, idx[..., None], -1)[..., 0] > 0
-    return jnp.where(ok, idx, jnp.argmax(probs, -1)).astype(jnp.int32)
+def sample(weights: Array, u: Array) -> Array:
+    """Inverse-CDF draw proportional to `weights` [..., A] (probabilities, or any nonnegative weights:
+    a legal mask draws uniformly over the legal actions) with float32 uniforms `u` [...] in [0, 1).
+    Never an action of weight 0: u <= 1 - 2**-23, so u * total rounds strictly below the total."""
+    c = jnp.cumsum(weights, -1)
+    return (c[..., :-1] <= (u * c[..., -1])[..., None]).sum(-1).astype(jnp.int32)
 
 
 def play(game: Game, policy: PolicyFn, key: Array) -> tuple[State, dict]:

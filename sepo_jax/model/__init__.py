@@ -5,3 +5,8 @@ from sepo_jax.model.lora import apply_lora
 from sepo_jax.model.sampler import (action_log_probs, generate, sample_action, sample_with_reasoning,
                                      score_reasoning)
 from sepo_jax.model.transformer import Decoder, KVCache, ModelConfig, embedded_config
+
+__all__ = [
+    "Decoder", "KVCache", "ModelConfig", "action_log_probs", "apply_lora", "embedded_config", "generate", "load",
+    "sample_action", "sample_with_reasoning", "score_reasoning",
+]
