@@ -104,10 +104,11 @@ def run_game(game: str, seed: int, args) -> dict:
     return out
 
 
-def table(results: dict) -> str:
+def table(results: dict, window: int) -> str:
     lines = []
     for game, seeds in results.items():
         runs = list(seeds.values())
+        modes = list(runs[0]["modes"])
         keys = [k for k in KEYS if k in runs[0]["sft_eval"]]
         lines += [f"\n### {game}: evaluation of the final policy (mean +- sd over seeds {', '.join(seeds)})\n",
                   "| policy | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
@@ -117,9 +118,35 @@ def table(results: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
         row("warm start (SFT)", [r["sft_eval"] for r in runs])
-        for mode in runs[0]["modes"]:
+        for mode in modes:
             row(mode, [r["modes"][mode]["eval"] for r in runs])
+        if "nash_conv" not in runs[0]["sft_eval"] or "reward_only" not in modes:
+            continue
+        # NashConv is exact at every step (no sampling noise): its mean over the last steps, per seed,
+        # and paired with reward_only on the same seed (same warm start, same rollout keys)
+        lines += [f"\n{game}: exact NashConv, mean of the last {window} steps, per seed; paired difference with "
+                  "reward_only\n", "| mode | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs reward_only |",
+                  "|---|" + "---|" * (len(seeds) + 2)]
+        tail = {m: np.array([np.mean([t["nash_conv"] for t in r["modes"][m]["trajectory"][-window:]]) for r in runs])
+                for m in modes}
+        for m in modes:
+            diff = tail[m] - tail["reward_only"]
+            lines.append(f"| {m} | " + " | ".join(f"{x:.3f}" for x in tail[m]) + f" | {tail[m].mean():.3f} | "
+                         + ("" if m == "reward_only" else f"{diff.mean():+.3f} (lower on {(diff < 0).sum()} of {len(diff)} seeds)")
+                         + " |")
     return "\n".join(lines)
+
+
+def write_report(results: dict, out: str, window: int) -> str:
+    meta = results.pop("meta")
+    text = table(results, window)
+    with open(out + ".md", "w") as f:
+        f.write(f"# Credit-mode ablation\n\nCommand: `{meta['command']}` (commit {meta['commit']})\n\n"
+                f"Machine: {meta['machine']}\n\n"
+                + "\n".join(f"- {g} seed {s}: SFT {r['sft_time']:.0f}s, " + ", ".join(f"{m} {v['time']:.0f}s" for m, v in r["modes"].items())
+                            for g, rs in results.items() for s, r in rs.items())
+                + "\n" + text + "\n\nPer-step trajectories: `" + os.path.basename(out) + ".json`.\n")
+    return text
 
 
 def machine() -> str:
@@ -140,8 +167,15 @@ def main():
                    help="config override for every mode, e.g. grpo.learning_rate=1e-4 (repeatable)")
     p.add_argument("--eval-episodes", type=int, default=256, help="per opponent")
     p.add_argument("--out", default="experiments/results/ablation_credit")
+    p.add_argument("--window", type=int, default=20, help="last steps averaged for the NashConv table")
+    p.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json (no training)")
     args = p.parse_args()
-    results = {}
+    if args.report_only:
+        with open(args.out + ".json") as f:
+            print(write_report(json.load(f), args.out, args.window))
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results = {"meta": {"command": "python " + " ".join(sys.argv), "commit": commit, "machine": machine()}}
     for game in args.games:
         results[game] = {}
         for seed in args.seeds:
@@ -149,16 +183,7 @@ def main():
             results[game][str(seed)] = run_game(game, seed, args)
             with open(args.out + ".json", "w") as f:
                 json.dump(results, f)
-    text = table(results)
-    print(text)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    with open(args.out + ".md", "w") as f:
-        f.write(f"# Credit-mode ablation\n\nCommand: `python {' '.join(sys.argv)}` (commit {commit})\n\n"
-                f"Machine: {machine()}\n\n"
-                + "\n".join(f"- {g} seed {s}: SFT {r['sft_time']:.0f}s, " + ", ".join(f"{m} {v['time']:.0f}s" for m, v in r["modes"].items())
-                            for g, rs in results.items() for s, r in rs.items())
-                + "\n" + text + "\n\nPer-step trajectories: `" + os.path.basename(args.out) + ".json`.\n")
-
+    print(write_report(results, args.out, args.window))
 
 if __name__ == "__main__":
     main()
