@@ -8,10 +8,12 @@ Every step's metrics are kept in the JSON; the table evaluates the warm start an
 `--eval-episodes` sampled episodes per opponent (the same evaluation key for all), plus exact
 NashConv on Kuhn. Safety is at the game's own lambdas for every mode (reward_only trains with 0).
 
-`--sft-expert demonstrators` warm-starts Kuhn on the paper's demonstrator mixture (exploitable, so
-there is exploitability to remove); the default Kuhn warm start is the CFR+ equilibrium.
+Each mode's configuration is `sepo_jax.config.ablation_config(game, mode)` (also
+`configs/ablation.py:GAME,MODE` for one run with the CLI): a warm start on the paper's demonstrator
+mixture (exploitable, so there is exploitability to remove); the flags and `--set KEY=VALUE` override it.
 
-    python experiments/ablation_credit.py --games kuhn --sft-expert demonstrators --set grpo.learning_rate=1e-4 --steps 60 --seeds 0 1 2
+    python experiments/ablation_credit.py --games kuhn --seeds 0 1 2
+    python experiments/ablation_credit.py --games ipd --seeds 0 1 --eval-episodes 128
 """
 
 from __future__ import annotations
@@ -31,42 +33,38 @@ import ml_collections
 import numpy as np
 
 from sepo_jax import parallel
-from sepo_jax.config import EXACT_SOLVER_GAMES, LAMBDAS, default_config, validate
+from sepo_jax.config import ABLATION_MODES as MODES
+from sepo_jax.config import EXACT_SOLVER_GAMES, LAMBDAS, ablation_config, validate
 from sepo_jax.rl.trainer import Trainer
 
 KEYS = ("exploit_pool_advantage", "payoff", "robust", "nash_conv", "collusion", "externality", "safety")
-MODES = ("reward_only", "shared", "auxiliary", "credited", "exact")
 
 
 def make_config(game: str, mode: str, args) -> ml_collections.ConfigDict:
-    c = default_config(game)
+    c = ablation_config(game, mode)
     c.seed = args.seed
-    c.steps, c.sft.steps = args.steps, args.sft_steps
-    c.rollout.groups_per_opponent = 1
-    if args.sft_expert:
-        c.sft.expert = args.sft_expert
+    for flag, key in (("steps", "steps"), ("sft_steps", "sft.steps"), ("sft_expert", "sft.expert"),
+                      ("sft_episodes", "sft.episodes")):
+        if getattr(args, flag) is not None:
+            _set(c, key, getattr(args, flag))
     for item in args.set:
         key, _, value = item.partition("=")
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             pass  # a plain string
-        parent = c
-        *path, leaf = key.split(".")
-        for part in path:
-            parent = parent[part]
-        if leaf not in parent:
-            raise KeyError(f"--set {item}: config has no key {key!r}")
-        parent[leaf] = value
-    if game not in EXACT_SOLVER_GAMES:
-        c.sft.episodes = args.sft_episodes
-    if mode == "reward_only":
-        c.sepo.credit = "credited"
-        c.sepo.lambda_e = c.sepo.lambda_c = c.sepo.lambda_x = 0.0
-    else:
-        c.sepo.credit = mode
+        _set(c, key, value)
     validate(c)
     return c
+
+
+def _set(c, key: str, value):
+    *path, leaf = key.split(".")
+    for part in path:
+        c = c[part]
+    if leaf not in c:
+        raise KeyError(f"config has no key {key!r}")
+    c[leaf] = value
 
 
 def evaluate(game: str, trainer: Trainer, params, args) -> dict:
@@ -84,22 +82,22 @@ def run_game(game: str, seed: int, args) -> dict:
     t0 = time.time()
     base = Trainer(make_config(game, "reward_only", args), mesh=mesh)
     state = parallel.replicate(mesh, base.init_state())
-    for _ in range(args.sft_steps):
+    for _ in range(base.c.sft.steps):
         state, _ = base.sft_step(state)
     jax.block_until_ready(state)
     out = {"sft_time": time.time() - t0, "sft_eval": evaluate(game, base, state["params"], args), "modes": {}}
-    print(f"[{game} seed {seed}] SFT {args.sft_steps} steps in {out['sft_time']:.0f}s: "
+    print(f"[{game} seed {seed}] SFT {base.c.sft.steps} steps in {out['sft_time']:.0f}s: "
           + " ".join(f"{k}={v:.3f}" for k, v in out["sft_eval"].items()), flush=True)
     for mode in modes:
         t0 = time.time()
         trainer = Trainer(make_config(game, mode, args), mesh=mesh)
         s = trainer.start_sepo(jax.tree.map(jnp.copy, state))
         traj = []
-        for _ in range(args.steps):
+        for _ in range(trainer.c.steps):
             s, m = trainer.sepo_step(s)
             traj.append({k: float(v) for k, v in jax.device_get(m).items()})  # also waits for the step
         out["modes"][mode] = {"time": time.time() - t0, "trajectory": traj, "eval": evaluate(game, trainer, s["params"], args)}
-        print(f"[{game} seed {seed}] {mode}: {args.steps} steps in {time.time() - t0:.0f}s: "
+        print(f"[{game} seed {seed}] {mode}: {trainer.c.steps} steps in {time.time() - t0:.0f}s: "
               + " ".join(f"{k}={v:.3f}" for k, v in out["modes"][mode]["eval"].items()), flush=True)
     return out
 
@@ -159,10 +157,10 @@ def main():
     p.add_argument("--games", nargs="+", default=["kuhn", "ipd"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--sft-steps", type=int, default=150)
-    p.add_argument("--sft-expert", choices=("equilibrium", "demonstrators"), default=None, help="default: the config's")
-    p.add_argument("--sft-episodes", type=int, default=32, help="SFT episodes per step (IPD)")
+    p.add_argument("--steps", type=int, default=None, help="SEPO steps; default: the ablation config's")
+    p.add_argument("--sft-steps", type=int, default=None)
+    p.add_argument("--sft-expert", choices=("equilibrium", "demonstrators"), default=None)
+    p.add_argument("--sft-episodes", type=int, default=None, help="SFT episodes per step")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every mode, e.g. grpo.learning_rate=1e-4 (repeatable)")
     p.add_argument("--eval-episodes", type=int, default=256, help="per opponent")

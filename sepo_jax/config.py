@@ -92,6 +92,35 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     return c
 
 
+ABLATION_MODES = ("reward_only", "shared", "auxiliary", "credited", "exact")
+
+
+def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
+    """The credit ablation's setting (SEPO.md §3; configs/ablation.py, experiments/ablation_credit.py).
+
+    The warm start imitates the paper's demonstrators (exploitable, so there is exploitability to
+    remove), and GRPO steps are larger than the defaults so the modes separate within a CPU budget.
+    `reward_only` is `credited` with every lambda 0: plain GRPO on the training pool.
+    """
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
+    c = default_config(game)
+    c.sft.expert = "demonstrators"
+    c.grpo.learning_rate = 1e-3
+    if game == "kuhn":
+        c.sft.steps, c.steps = 150, 60
+        c.rollout.common_chance, c.rollout.groups_per_opponent = True, 2
+    else:
+        c.sft.steps, c.sft.episodes, c.steps = 100, 32, 40
+        c.rollout.groups_per_opponent = 1
+    if mode == "reward_only":
+        c.sepo.credit = "credited"
+        c.sepo.lambda_e = c.sepo.lambda_c = c.sepo.lambda_x = 0.0
+    else:
+        c.sepo.credit = mode
+    return c
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the config key for anything that cannot work, before any compute."""
     from sepo_jax.rl import grpo, sepo, sft

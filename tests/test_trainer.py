@@ -137,3 +137,30 @@ def test_reasoning_responses_are_rescored_as_sampled():
     assert traj.reasoning.shape[-1] == 3 and bool(traj.reasoning_mask.any())
     np.testing.assert_allclose(np.asarray(logp)[valid], np.asarray(trainer._flat(traj.logp))[valid], atol=2e-4)
     assert (np.asarray(tokens)[valid] >= 2).all()  # at least one reasoning token plus the action
+
+
+def _config_file(name: str, arg: str | None = None):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config() if arg is None else module.get_config(arg)
+
+
+@pytest.mark.parametrize("name", ["kuhn", "leduc", "ipd", "auction", "negotiation_v1", "negotiation_v2"])
+def test_every_game_config_is_valid(name):
+    c = _config_file(name)
+    validate(c)
+    assert c.game == name
+
+
+@pytest.mark.parametrize("arg", ["reward_only", "shared", "auxiliary", "credited", "exact", "ipd,credited", "ipd,shared"])
+def test_ablation_config_sets_one_credit_mode(arg):
+    c = _config_file("ablation", arg)
+    validate(c)
+    mode = arg.rpartition(",")[2]
+    assert c.sepo.credit == ("credited" if mode == "reward_only" else mode)
+    assert (c.sepo.lambda_e == 0) == (mode == "reward_only") and c.sft.expert == "demonstrators"
