@@ -113,6 +113,10 @@ def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
     else:
         c.sft.steps, c.sft.episodes, c.steps = 100, 32, 40
         c.rollout.groups_per_opponent = 1
+        # the paper's per-round advantages credit a decision with its own round's payoff only: in a
+        # repeated game with reactive opponents that is myopic, and every mode (reward-only included)
+        # collapses to unconditional defection on IPD (experiments/results/ablation_credit_ipd_per_round.md)
+        c.grpo.advantage = "per_episode"
     if mode == "reward_only":
         c.sepo.credit = "credited"
         c.sepo.lambda_e = c.sepo.lambda_c = c.sepo.lambda_x = 0.0
