@@ -2,7 +2,7 @@
 
 For each game and seed, one supervised warm start is shared by every mode (SFT does not depend on the
 credit mode), then each mode trains the same number of SEPO steps from that same state with the same
-rollout seed. `reward_only` (credited with all lambdas 0: plain GRPO on the training pool) is the
+rollout seed. `reward_only` (`shared` with all lambdas 0: plain GRPO on the training-pool episodes) is the
 baseline `shared` should match (tests/test_sepo.py shows its penalty's gradient is exactly zero).
 Every step's metrics are kept in the JSON; the table evaluates the warm start and each mode's final policy on
 `--eval-episodes` sampled episodes per opponent (the same evaluation key for all), plus exact
@@ -14,6 +14,10 @@ mixture (exploitable, so there is exploitability to remove); the flags and `--se
 
     python experiments/ablation_credit.py --games kuhn --seeds 0 1 2
     python experiments/ablation_credit.py --games ipd --seeds 0 1 --eval-episodes 128
+    python experiments/ablation_credit.py --games kuhn --seeds 0 1 2 --modes reward_only --merge  # redo one mode
+
+`--merge` reruns the given modes into an existing OUT.json, keeping the other modes' results; it
+recomputes the (deterministic) warm start and records how far its evaluation is from the stored one.
 """
 
 from __future__ import annotations
@@ -147,6 +151,9 @@ def write_report(results: dict, out: str, window: int) -> str:
     with open(out + ".md", "w") as f:
         f.write(f"# Credit-mode ablation\n\nCommand: `{meta['command']}` (commit {meta['commit']})\n\n"
                 f"Machine: {meta['machine']}\n\n"
+                + "".join(f"Rerun of {', '.join(m['modes'])}: `{m['command']}` (commit {m['commit']}); its warm start's "
+                          f"evaluation differs from the stored one by at most {m['sft_eval_max_abs_diff']:.2g}\n\n"
+                          for m in meta.get("merged", []))
                 + "\n".join(f"- {g} seed {s}: SFT {r['sft_time']:.0f}s, " + ", ".join(f"{m} {v['time']:.0f}s" for m, v in r["modes"].items())
                             for g, rs in results.items() for s, r in rs.items())
                 + "\n" + text + "\n\nPer-step trajectories: `" + os.path.basename(out) + ".json`.\n")
@@ -173,18 +180,34 @@ def main():
     p.add_argument("--out", default="experiments/results/ablation_credit")
     p.add_argument("--window", type=int, default=20, help="last steps averaged for the NashConv table")
     p.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json (no training)")
+    p.add_argument("--merge", action="store_true", help="rerun --modes into OUT.json, keeping its other modes")
     args = p.parse_args()
     if args.report_only:
         with open(args.out + ".json") as f:
             print(write_report(json.load(f), args.out, args.window))
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    results = {"meta": {"command": "python " + " ".join(sys.argv), "commit": commit, "machine": machine()}}
+    run = {"command": "python " + " ".join(sys.argv), "commit": commit, "machine": machine()}
+    if args.merge:
+        with open(args.out + ".json") as f:
+            results = json.load(f)
+        run["modes"], run["sft_eval_max_abs_diff"] = args.modes, 0.0
+        results["meta"].setdefault("merged", []).append(run)
+    else:
+        results = {"meta": run}
     for game in args.games:
-        results[game] = {}
+        results.setdefault(game, {})
         for seed in args.seeds:
             args.seed = seed
-            results[game][str(seed)] = run_game(game, seed, args)
+            new, old = run_game(game, seed, args), results[game].get(str(seed))
+            if args.merge:
+                if old is None:
+                    raise SystemExit(f"--merge: {args.out}.json has no {game} seed {seed}")
+                diff = max(abs(new["sft_eval"][k] - v) for k, v in old["sft_eval"].items())
+                run["sft_eval_max_abs_diff"] = max(run["sft_eval_max_abs_diff"], diff)
+                old["modes"].update(new["modes"])
+                new = old
+            results[game][str(seed)] = new
             with open(args.out + ".json", "w") as f:
                 json.dump(results, f)
     print(write_report(results, args.out, args.window))

@@ -100,7 +100,9 @@ def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
 
     The warm start imitates the paper's demonstrators (exploitable, so there is exploitability to
     remove), and GRPO steps are larger than the defaults so the modes separate within a CPU budget.
-    `reward_only` is `credited` with every lambda 0: plain GRPO on the training pool.
+    `reward_only` is `shared` with every lambda 0: plain GRPO on the training-pool episodes, the
+    side episodes played (same batch, same keys) but carrying no gradient. `shared` differs from it
+    only by a constant per group, which group normalisation removes, so the two take the same steps.
     """
     if mode not in ABLATION_MODES:
         raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
@@ -118,7 +120,7 @@ def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
         # collapses to unconditional defection on IPD (experiments/results/ablation_credit_ipd_per_round.md)
         c.grpo.advantage = "per_episode"
     if mode == "reward_only":
-        c.sepo.credit = "credited"
+        c.sepo.credit = "shared"
         c.sepo.lambda_e = c.sepo.lambda_c = c.sepo.lambda_x = 0.0
     else:
         c.sepo.credit = mode

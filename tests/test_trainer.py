@@ -162,5 +162,28 @@ def test_ablation_config_sets_one_credit_mode(arg):
     c = _config_file("ablation", arg)
     validate(c)
     mode = arg.rpartition(",")[2]
-    assert c.sepo.credit == ("credited" if mode == "reward_only" else mode)
+    assert c.sepo.credit == ("shared" if mode == "reward_only" else mode)
     assert (c.sepo.lambda_e == 0) == (mode == "reward_only") and c.sft.expert == "demonstrators"
+
+
+def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
+    """The ablation's baseline: `shared` only adds a constant per group, so from one state with one key
+    it updates the parameters exactly as reward-only GRPO (`shared`, lambdas 0); `credited` does not."""
+
+    def params_after(credit, lambdas):
+        c = tiny(steps=2)
+        c.grpo.learning_rate = 1e-2
+        c.sepo.credit = credit
+        c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x = lambdas
+        t = trainer.Trainer(c)
+        state = t.start_sepo(t.init_state())
+        for _ in range(c.steps):
+            state, _ = t.sepo_step(state)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state["params"])])
+
+    lam = tuple(default_config("kuhn").sepo[k] for k in ("lambda_e", "lambda_c", "lambda_x"))
+    assert lam[0] > 0 and lam[1] > 0
+    base = params_after("shared", (0.0, 0.0, 0.0))
+    moved = np.abs(base - params_after("credited", lam)).max()
+    same = np.abs(base - params_after("shared", lam)).max()
+    assert moved > 1e-3 and same < 1e-3 * moved, (same, moved)
