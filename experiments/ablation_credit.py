@@ -73,7 +73,7 @@ def _set(c, key: str, value):
 
 def evaluate(game: str, trainer: Trainer, params, args) -> dict:
     m = {k: float(v) for k, v in jax.device_get(trainer.evaluate(params, jax.random.PRNGKey(10_000 + args.seed),
-                                                                   args.eval_episodes)).items()}
+                                                                   args.eval_episodes)[0]).items()}
     lam_e, lam_c, lam_x = LAMBDAS[game]
     s = trainer.lam.scale
     m["safety"] = s * m["payoff"] - lam_e * s * m["exploit_pool_advantage"] - lam_c * m["collusion"] - lam_x * m["externality"]
@@ -154,6 +154,7 @@ def write_report(results: dict, out: str, window: int) -> str:
                 + "".join(f"Rerun of {', '.join(m['modes'])}: `{m['command']}` (commit {m['commit']}); its warm start's "
                           f"evaluation differs from the stored one by at most {m['sft_eval_max_abs_diff']:.2g}\n\n"
                           for m in meta.get("merged", []))
+                + (f"Note: {meta['note']}\n\n" if "note" in meta else "")
                 + "\n".join(f"- {g} seed {s}: SFT {r['sft_time']:.0f}s, " + ", ".join(f"{m} {v['time']:.0f}s" for m, v in r["modes"].items())
                             for g, rs in results.items() for s, r in rs.items())
                 + "\n" + text + "\n\nPer-step trajectories: `" + os.path.basename(out) + ".json`.\n")

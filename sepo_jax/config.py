@@ -150,7 +150,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"'exact' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'credited' for {c.game}")
     need("train" in c.sepo.pools, "sepo.pools", "must include 'train'")
     for p in c.sepo.pools:
-        need(p in sepo.POOL_INDEX, "sepo.pools", f"unknown pool {p!r}; known: {', '.join(sepo.POOL_INDEX)}")
+        need(p in sepo.TRAINING_POOLS, "sepo.pools",
+             f"{p!r} is not a training pool; known: {', '.join(sepo.TRAINING_POOLS)} (shift is evaluated, never trained on)")
     for key in ("lambda_e", "lambda_c", "lambda_x"):
         need(c.sepo[key] >= 0, f"sepo.{key}", "must be >= 0")
     need(c.grpo.advantage in grpo.ADVANTAGE_MODES, "grpo.advantage", f"must be one of {grpo.ADVANTAGE_MODES}")

@@ -32,12 +32,21 @@ def test_nra():
     ids = jnp.array([0, 0, 1, 2])
     # opp 0: (4 - 2) / 6; opp 1: -1; opp 2: both zero -> 0
     assert float(metrics.nra(agent, opp, ids, 3)) == pytest.approx((1 / 3 - 1 + 0) / 3)
+    per, count = metrics.nra_by_opponent(agent, opp, ids, 4)
+    np.testing.assert_allclose(per, [1 / 3, -1, 0, 0], rtol=1e-6)
+    np.testing.assert_array_equal(count, [2, 1, 1, 0])
 
 
 def test_kuhn_frequencies():
     rep = metrics.kuhn_frequency_report(kuhn_equilibrium(0.1), alpha=0.1)
     np.testing.assert_allclose(rep["first_bet"]["ours"], [0.1, 0.0, 0.3])
     np.testing.assert_allclose(rep["second_call_facing_bet"]["nash"], [0.0, 1 / 3, 1.0])
+    # the default reference is the family member with the table's own J bluff
+    for alpha in (0.0, 0.2, 1 / 3):
+        for v in metrics.kuhn_frequency_report(kuhn_equilibrium(alpha)).values():
+            np.testing.assert_allclose(v["ours"], v["nash"], atol=1e-12)
+    assert metrics.kuhn_alpha(np.tile([0.5, 0.5], (12, 1))) == 1 / 3  # a J bet of 1/2 is clipped
+    metrics.kuhn_frequency_report(np.tile(np.float32([2 / 3, 1 / 3]), (12, 1)))  # float32 1/3 is in range
     rows = jnp.array([0, 0, 0, 4, 4, 11])
     acts = jnp.array([1, 0, 0, 1, 1, 0])
     freq, visits = metrics.kuhn_table_from_episodes(rows, acts)

@@ -101,7 +101,7 @@ def test_evaluation_payoff_matches_the_exact_value_of_the_read_out_strategy():
     learner = np.asarray(t.strategy(params))
     states, mover, rows = readout.infoset_states(game)
     episodes = 4096
-    m = t.evaluate(params, jax.random.key(3), episodes)
+    m, _ = t.evaluate(params, jax.random.key(3), episodes)
     exact = []
     for name in game.pools["train"]:
         probs = jax.vmap(lambda s, p: game.opponent_probs(game.opponent_id(name), s, p))(states, mover)

@@ -62,15 +62,20 @@ def safety(u, e, c, x, max_payoff: float, lambdas: tuple[float, float, float]) -
     return s * u - lam_e * s * e - lam_c * c - lam_x * x
 
 
-def nra(agent: Array, opp: Array, opponent: Array, num_opponents: int, mask: Array | None = None) -> Array:
-    """GTBench's Normalized Relative Advantage: mean over opponents (with episodes) of
-    (sum agent - sum opp) / (|sum agent| + |sum opp|), in [-1, 1] (0 where both sums are 0)."""
+def nra_by_opponent(agent: Array, opp: Array, opponent: Array, num_opponents: int, mask: Array | None = None):
+    """GTBench's Normalized Relative Advantage per opponent id: (sum agent - sum opp) / (|sum agent| +
+    |sum opp|) over its episodes, in [-1, 1] (0 where both sums are 0). Returns (values `[K]`, counts `[K]`)."""
     m = _mask(agent, mask)
     sa = jax.ops.segment_sum(jnp.where(m, agent, 0.0), opponent, num_segments=num_opponents)
     so = jax.ops.segment_sum(jnp.where(m, opp, 0.0), opponent, num_segments=num_opponents)
     count = jax.ops.segment_sum(m.astype(jnp.float32), opponent, num_segments=num_opponents)
     denom = jnp.abs(sa) + jnp.abs(so)
-    per = jnp.where(denom > 0, (sa - so) / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return jnp.where(denom > 0, (sa - so) / jnp.where(denom > 0, denom, 1.0), 0.0), count
+
+
+def nra(agent: Array, opp: Array, opponent: Array, num_opponents: int, mask: Array | None = None) -> Array:
+    """NRA averaged over the opponents that have episodes."""
+    per, count = nra_by_opponent(agent, opp, opponent, num_opponents, mask)
     present = count > 0
     return jnp.where(present, per, 0.0).sum() / jnp.maximum(present.sum(), 1)
 
@@ -101,7 +106,15 @@ def kuhn_frequencies(table) -> dict[str, np.ndarray]:
     return {name: t[KUHN_HISTORIES.index(h) * 3 : KUHN_HISTORIES.index(h) * 3 + 3, 1] for name, h in KUHN_SITUATIONS.items()}
 
 
-def kuhn_frequency_report(table, alpha: float = 1.0 / 3.0) -> dict[str, dict[str, np.ndarray]]:
-    """Our card-conditioned frequencies next to the Nash values of the alpha family member."""
+def kuhn_alpha(table) -> float:
+    """The member of the equilibrium family nearest in spirit to `table`: alpha = its J opening-bet
+    probability, clipped to the family's range [0, 1/3]."""
+    return min(max(float(kuhn_frequencies(table)["first_bet"][0]), 0.0), 1.0 / 3.0)  # float32 1/3 exceeds 1/3
+
+
+def kuhn_frequency_report(table, alpha: float | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Our card-conditioned frequencies next to the Nash values of the alpha family member
+    (default: `kuhn_alpha(table)`, since every alpha in [0, 1/3] is an equilibrium)."""
+    alpha = kuhn_alpha(table) if alpha is None else alpha
     ours, nash = kuhn_frequencies(table), kuhn_frequencies(kuhn_equilibrium(alpha))
     return {name: {"ours": ours[name], "nash": nash[name]} for name in KUHN_SITUATIONS}

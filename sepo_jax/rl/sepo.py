@@ -23,7 +23,8 @@ from flax import struct
 from .rollout import Trajectory
 
 CREDIT_MODES = ("shared", "auxiliary", "credited", "exact")
-POOL_INDEX = {"train": 0, "exploit": 1, "collusive": 2}
+POOL_INDEX = {"train": 0, "exploit": 1, "collusive": 2, "shift": 3}
+TRAINING_POOLS = ("train", "exploit", "collusive")  # shift is for evaluation only
 
 
 @struct.dataclass

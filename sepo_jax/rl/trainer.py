@@ -23,6 +23,7 @@ from sepo_jax import model as model_lib
 from sepo_jax import parallel
 from sepo_jax.config import EXACT_SOLVER_GAMES
 from sepo_jax.equilibrium import best_response, cfr
+from sepo_jax.equilibrium import metrics as metrics_lib
 from sepo_jax.model import lora as lora_lib
 from sepo_jax.model import sampler
 
@@ -45,12 +46,13 @@ class Layout:
         return self.opponent.shape[0] // self.group_size
 
 
-def make_layout(game, c: ml_collections.ConfigDict, episodes: int | None = None) -> Layout:
+def make_layout(game, c: ml_collections.ConfigDict, episodes: int | None = None, pools=None) -> Layout:
     """The training layout; with `episodes`, the evaluation layout instead: one group of that many
-    episodes per opponent of every pool, without the tabular best response."""
+    episodes per opponent of every pool in `pools` (default `c.sepo.pools`), without the tabular best
+    response."""
     n, reps = (episodes, 1) if episodes else (c.rollout.group_size, c.rollout.groups_per_opponent)
     opp, pool = [], []
-    for name in c.sepo.pools:
+    for name in pools or c.sepo.pools:
         ids = list(game.pool_ids(name)) if name in game.pools else []
         if name == "exploit" and c.sepo.credit == "exact" and not episodes:
             ids.append(game.tabular_id)  # the exact best response to the current policy
@@ -221,18 +223,32 @@ class Trainer:
         return new, metrics
 
     # ---- evaluation ------------------------------------------------------------------------------
+    def eval_layout(self, episodes: int) -> Layout:
+        """Every pool of the config, plus the evaluation-only `shift` pool where the game has one."""
+        pools = tuple(self.c.sepo.pools) + (("shift",) if "shift" in self.game.pools else ())
+        return make_layout(self.game, self.c, episodes, pools)
+
     @functools.partial(jax.jit, static_argnums=(0, 3))
-    def evaluate(self, params, key, episodes: int) -> dict[str, Array]:
+    def evaluate(self, params, key, episodes: int) -> tuple[dict[str, Array], dict[str, Array]]:
         """The paper's metrics of `params` from `episodes` sampled episodes (at the rollout temperature,
-        SEPO.md §3 item 5) against every opponent of every pool, plus exact NashConv where solvable."""
-        lay = make_layout(self.game, self.c, episodes)
+        SEPO.md §3 item 5) against every opponent of every pool, plus exact NashConv where solvable.
+        Returns (metrics, per-group arrays `[G]` in the order of `eval_layout(episodes)`'s groups)."""
+        lay = self.eval_layout(episodes)
         traj = rollout.rollout(self.game, self.renderer, self.policy.learner(params, self.frozen),
                                parallel.shard_batch(self.mesh, jnp.asarray(lay.opponent)),
                                parallel.shard_batch(self.mesh, jnp.asarray(lay.seat)), key)
-        metrics = _episode_metrics(traj, jnp.asarray(lay.pool), jnp.asarray(lay.opponent), self.lam, self.game)
+        pool = jnp.asarray(lay.pool)
+        metrics = _episode_metrics(traj, pool, jnp.asarray(lay.opponent), self.lam, self.game)
+        groups = _group_metrics(traj, lay.num_groups)
+        group_pool = pool[:: lay.group_size]
+        metrics["nra"] = jnp.where(group_pool == 0, groups["nra"], 0.0).sum() / jnp.maximum((group_pool == 0).sum(), 1)
+        if "shift" in self.game.pools:
+            mine, _ = sepo.seat_payoffs(traj)
+            metrics["shift"] = jnp.where(pool == sepo.POOL_INDEX["shift"], mine.mean(-1), 0.0).sum() / jnp.maximum(
+                (pool == sepo.POOL_INDEX["shift"]).sum(), 1)
         if self.exact:
             metrics["nash_conv"] = best_response.nash_conv_table(self.game.name, self.strategy(params))
-        return metrics
+        return metrics, groups
 
     # ---- SEPO ------------------------------------------------------------------------------------
     def _sepo_step(self, state, _=None):
@@ -330,6 +346,18 @@ def _episode_metrics(traj, pool, opponent, lam, game) -> dict[str, Array]:
         penalty_collusion=lam.c * collusion,
         penalty_externality=lam.x * externality,
     )
+
+
+def _group_metrics(traj, num_groups: int) -> dict[str, Array]:
+    """Per group of the layout: learner and opponent payoff per round, GTBench's NRA over the group's
+    episodes, collusion and externality rates."""
+    mine, theirs = (x.sum(-1) for x in sepo.seat_payoffs(traj))  # episode totals [E]
+    group = jnp.arange(mine.shape[0]) // (mine.shape[0] // num_groups)
+    per_round = lambda x: x.reshape(num_groups, -1).mean(-1) / traj.payoffs.shape[1]  # noqa: E731
+    rate = lambda x: x.reshape(num_groups, -1).mean(-1)  # noqa: E731
+    return dict(payoff=per_round(mine), opponent_payoff=per_round(theirs),
+                nra=metrics_lib.nra_by_opponent(mine, theirs, group, num_groups)[0],
+                collusion=rate(traj.collusion), externality=rate(traj.externality))
 
 
 def _load_model(c):

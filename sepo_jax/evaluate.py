@@ -1,0 +1,170 @@
+"""Command line: `python -m sepo_jax.evaluate --workdir=DIR [--config=FILE ...] [--steps=latest|all|N,M]`.
+
+Evaluates the checkpoints of a training run: the paper's metrics (SEPO.md §5: payoff per round vs the
+training pool, exploit-pool advantage, robust payoff, collusion, externality, safety J, NRA; payoff vs
+the `shift` pool where the game has one) from `--episodes` sampled episodes per opponent, every
+(pool, opponent) group on its own, and on games with an exact solver the exact NashConv of the
+learner's own strategy (and Kuhn's card-conditioned bet/call frequencies next to the equilibrium's).
+Prints the tables and writes DIR/eval.json (one entry per evaluated step; earlier entries kept).
+The run's own DIR/config.json is used unless `--config` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from sepo_jax import parallel
+from sepo_jax.config import validate
+from sepo_jax.rl.sepo import POOL_INDEX
+
+config_flags.DEFINE_config_file("config", None, "a config file (default: the run's DIR/config.json)", lock_config=True)
+flags.DEFINE_string("workdir", None, "the training run's folder (holds checkpoints/ and config.json)")
+flags.DEFINE_string("steps", "latest", "which checkpoints: latest, all, or a comma-separated list of steps")
+flags.DEFINE_integer("episodes", 256, "sampled episodes per opponent")
+flags.DEFINE_integer("seed", 0, "seed of the evaluation episodes")
+FLAGS = flags.FLAGS
+
+COLUMNS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "externality", "safety", "nra", "shift", "nash_conv")
+
+
+def load_config(workdir: str, config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+    if config is not None:
+        return config
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise app.UsageError(f"--workdir={workdir} has no config.json (is it a training run's folder?); "
+                             "pass --config to say how the run was configured")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def pick_steps(spec: str, saved: list[int], workdir: str) -> list[int]:
+    if not saved:
+        raise app.UsageError(f"no checkpoints under {os.path.join(workdir, 'checkpoints')}")
+    if spec == "latest":
+        return [max(saved)]
+    if spec == "all":
+        return sorted(saved)
+    try:
+        wanted = [int(s) for s in spec.split(",")]
+    except ValueError:
+        raise app.UsageError(f"--steps={spec!r}: expected latest, all or a comma-separated list of steps") from None
+    missing = [s for s in wanted if s not in saved]
+    if missing:
+        raise app.UsageError(f"--steps: no checkpoint at step(s) {missing} in {workdir}; saved: {sorted(saved)}")
+    return wanted
+
+
+def evaluate_step(trainer, params, episodes: int, seed: int) -> dict:
+    """Metrics, per-group rows and (Kuhn) frequencies of one set of parameters, on the host."""
+    metrics, groups = jax.device_get(trainer.evaluate(params, jax.random.PRNGKey(seed), episodes))
+    lay, game = trainer.eval_layout(episodes), trainer.game
+    pool_names = {i: n for n, i in POOL_INDEX.items()}
+    names = game.opponent_names
+    rows = []
+    for g in range(lay.num_groups):
+        first = g * lay.group_size
+        rows.append({"pool": pool_names[int(lay.pool[first])], "opponent": names[int(lay.opponent[first])],
+                     "episodes": episodes, **{k: float(v[g]) for k, v in groups.items()}})
+    out = {"episodes": episodes, "seed": seed, "metrics": {k: float(v) for k, v in metrics.items()}, "groups": rows}
+    if "nash_conv" in out["metrics"]:
+        out["metrics"]["exploitability"] = out["metrics"]["nash_conv"] / 2
+    if game.name == "kuhn":
+        from sepo_jax.equilibrium.metrics import kuhn_alpha, kuhn_frequency_report
+
+        table = np.asarray(trainer.strategy(params))
+        report = kuhn_frequency_report(table)
+        out["kuhn_frequencies"] = {k: {w: [float(x) for x in v[w]] for w in v} for k, v in report.items()}
+        out["kuhn_alpha"] = kuhn_alpha(table)
+    return out
+
+
+def format_tables(results: dict[int, dict]) -> str:
+    steps = sorted(results)
+    cols = [k for k in COLUMNS if k in results[steps[0]]["metrics"]]
+    lines = ["| step | " + " | ".join(cols) + " |", "|---:|" + "---:|" * len(cols)]
+    lines += [f"| {s} | " + " | ".join(f"{results[s]['metrics'][k]:.4f}" for k in cols) + " |" for s in steps]
+    last = results[steps[-1]]
+    lines += ["", f"Step {steps[-1]}, per opponent ({last['episodes']} episodes each; payoffs per round):", "",
+              "| pool | opponent | payoff | opponent payoff | nra | collusion | externality |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['pool']} | {r['opponent']} | {r['payoff']:.4f} | {r['opponent_payoff']:.4f} | {r['nra']:.4f} | "
+              f"{r['collusion']:.4f} | {r['externality']:.4f} |" for r in last["groups"]]
+    if "kuhn_frequencies" in last:
+        lines += ["", f"Step {steps[-1]}, Kuhn BET/call probability per card (J, Q, K): learner vs the equilibrium with "
+                  f"alpha = {last['kuhn_alpha']:.3f} (the learner's J opening bet, clipped to [0, 1/3]):", "",
+                  "| situation | learner | equilibrium |", "|---|---|---|"]
+        lines += [f"| {k} | {', '.join(f'{x:.3f}' for x in v['ours'])} | {', '.join(f'{x:.3f}' for x in v['nash'])} |"
+                  for k, v in last["kuhn_frequencies"].items()]
+    return "\n".join(lines)
+
+
+def write_json(path: str, results: dict[int, dict], command: str) -> None:
+    """Merge into an existing eval.json (by step) and replace it atomically."""
+    data = {"steps": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    data["command"] = command
+    data["steps"].update({str(s): r for s, r in results.items()})
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, episodes: int, seed: int) -> dict[int, dict]:
+    import orbax.checkpoint as ocp
+
+    from sepo_jax.rl.trainer import Trainer
+
+    if not os.path.isdir(workdir):
+        raise app.UsageError(f"--workdir={workdir} does not exist")
+    if episodes < 1:
+        raise app.UsageError(f"--episodes must be >= 1, got {episodes}")
+    c = load_config(workdir, config)
+    validate(c)
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+    chosen = pick_steps(steps, list(manager.all_steps()), workdir)
+    trainer = Trainer(c)
+    parallel.check_divisible(trainer.mesh, trainer.eval_layout(episodes).opponent.shape[0],
+                             f"the evaluation batch (--episodes={episodes} x opponents)")
+    target = trainer.init_state()
+    results = {}
+    try:
+        for step in chosen:
+            try:
+                state = manager.restore(step, args=ocp.args.StandardRestore(target))
+            except Exception as e:  # orbax raises many kinds; say which checkpoint and why
+                raise SystemExit(f"cannot restore checkpoint step {step} of {workdir} into the model of this config: "
+                                 f"{type(e).__name__}: {e}") from e
+            results[step] = evaluate_step(trainer, state["params"], episodes, seed)
+            m = results[step]["metrics"]
+            print(f"step {step}: " + " ".join(f"{k}={m[k]:.4f}" for k in COLUMNS if k in m), flush=True)
+    finally:
+        manager.close()
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.workdir is None:
+        raise app.UsageError("--workdir is required: the folder of a training run")
+    logging.set_verbosity(logging.WARNING)
+    parallel.initialize_distributed()
+    results = run(FLAGS.workdir, FLAGS.config, FLAGS.steps, FLAGS.episodes, FLAGS.seed)
+    print("\n" + format_tables(results))
+    path = os.path.join(FLAGS.workdir, "eval.json")
+    write_json(path, results, "python -m sepo_jax.evaluate " + " ".join(sys.argv[1:]))
+    print(f"\nwrote {os.path.abspath(path)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
