@@ -16,8 +16,9 @@ mixture (exploitable, so there is exploitability to remove); the flags and `--se
     python experiments/ablation_credit.py --games ipd --seeds 0 1 --eval-episodes 128
     python experiments/ablation_credit.py --games kuhn --seeds 0 1 2 --modes reward_only --merge  # redo one mode
 
-`--merge` reruns the given modes into an existing OUT.json, keeping the other modes' results; it
-recomputes the (deterministic) warm start and records how far its evaluation is from the stored one.
+`--merge` reruns the given modes into an existing OUT.json, keeping the other modes' results (and adds
+seeds it lacks); it recomputes the (deterministic) warm start and records how far its evaluation is
+from the stored one.
 """
 
 from __future__ import annotations
@@ -201,9 +202,7 @@ def main():
         for seed in args.seeds:
             args.seed = seed
             new, old = run_game(game, seed, args), results[game].get(str(seed))
-            if args.merge:
-                if old is None:
-                    raise SystemExit(f"--merge: {args.out}.json has no {game} seed {seed}")
+            if args.merge and old is not None:
                 diff = max(abs(new["sft_eval"][k] - v) for k, v in old["sft_eval"].items())
                 run["sft_eval_max_abs_diff"] = max(run["sft_eval_max_abs_diff"], diff)
                 old["modes"].update(new["modes"])
