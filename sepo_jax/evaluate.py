@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from sepo_jax import parallel
 from sepo_jax.config import validate
+from sepo_jax.equilibrium.metrics import kuhn_alpha, kuhn_frequency_report
 from sepo_jax.rl.sepo import POOL_INDEX
 
 config_flags.DEFINE_config_file("config", None, "a config file (default: the run's DIR/config.json)", lock_config=True)
@@ -78,8 +79,6 @@ def evaluate_step(trainer, params, episodes: int, seed: int) -> dict:
     if "nash_conv" in out["metrics"]:
         out["metrics"]["exploitability"] = out["metrics"]["nash_conv"] / 2
     if game.name == "kuhn":
-        from sepo_jax.equilibrium.metrics import kuhn_alpha, kuhn_frequency_report
-
         table = np.asarray(trainer.strategy(params))
         report = kuhn_frequency_report(table)
         out["kuhn_frequencies"] = {k: {w: [float(x) for x in v[w]] for w in v} for k, v in report.items()}

@@ -241,11 +241,10 @@ class Trainer:
         metrics = _episode_metrics(traj, pool, jnp.asarray(lay.opponent), self.lam, self.game)
         groups = _group_metrics(traj, lay.num_groups)
         group_pool = pool[:: lay.group_size]
-        metrics["nra"] = jnp.where(group_pool == 0, groups["nra"], 0.0).sum() / jnp.maximum((group_pool == 0).sum(), 1)
+        over_pool = lambda x, name: x.mean(where=group_pool == sepo.POOL_INDEX[name])  # noqa: E731  (groups are equal-sized)
+        metrics["nra"] = over_pool(groups["nra"], "train")
         if "shift" in self.game.pools:
-            mine, _ = sepo.seat_payoffs(traj)
-            metrics["shift"] = jnp.where(pool == sepo.POOL_INDEX["shift"], mine.mean(-1), 0.0).sum() / jnp.maximum(
-                (pool == sepo.POOL_INDEX["shift"]).sum(), 1)
+            metrics["shift"] = over_pool(groups["payoff"], "shift")
         if self.exact:
             metrics["nash_conv"] = best_response.nash_conv_table(self.game.name, self.strategy(params))
         return metrics, groups
