@@ -24,7 +24,7 @@ def test_matches_openspiel_on_random_playouts():
 def play_hand(game, cards, actions, first_hand=0):
     """One hand with fixed cards: returns payoffs of the hand and the final state."""
     state = game.init(jax.random.key(0))
-    state = state.replace(data={**state.data, "cards": state.data["cards"].at[first_hand].set(jnp.array(cards))})
+    state = game.with_cards(state, state.data["cards"].at[first_hand].set(jnp.array(cards)))
     for a in actions:
         state = game.step(state, a, jax.random.key(1))
     return state

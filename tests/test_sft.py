@@ -56,7 +56,7 @@ def _mixture_marginal(game, names, weights):
             reach = 1.0
             start = jax.tree.map(lambda x: x[i], states)
             replay = game.init(jax.random.key(0))  # the deal of row i, before any action
-            replay = replay.replace(data={**replay.data, "cards": start.data["cards"]})
+            replay = game.with_cards(replay, start.data["cards"])
             for a in paths[i][paths[i] >= 0]:
                 if int(replay.current_player) == 0:
                     reach *= float(game.opponent_probs(d, replay, 0)[a])

@@ -135,6 +135,8 @@ def _rewrite(folder, edit):
     (lambda t: t.update({"model.layers.0.self_attn.k_proj.bias": np.zeros(32, np.float32)}),
      "unexpected tensor 'model.layers.0.self_attn.k_proj.bias'"),
     (lambda t: t.update({"model.norm.weight": np.ones(64, np.int32)}), "'model.norm.weight' has dtype I32"),
+    (lambda t: t["model.layers.0.mlp.up_proj.weight"].__setitem__((3, 5), np.nan),
+     "'model.layers.0.mlp.up_proj.weight' holds 1 non-finite values"),
 ])
 def test_mismatched_checkpoint_names_the_tensor(copy, edit, message):
     _rewrite(copy, edit)

@@ -10,6 +10,10 @@ Opponents are pure functions `(state, player) -> action probabilities`, selected
 integer id with `lax.switch`, so one batch mixes opponents; id `game.tabular_id` plays a behavioural
 strategy table indexed by `game.infoset_index(state, player)`.
 
+A game may keep its own state class instead of `State` (Kuhn packs its state for speed) as long as it
+offers the same read interface: `current_player`, `legal_action_mask`, `terminated`, `round`,
+`payoffs`, `returns`, `num_steps`, `illegal`, `data`, and `with_illegal`.
+
 Prompts are templates: a game's `prompt(state, player)` returns a `Prompt` of slots, each a piece of
 text chosen from a static group; `sepo_jax.games.prompts` turns that into token ids on device.
 """
@@ -43,7 +47,15 @@ class State:
 
     @property
     def returns(self) -> Array:
-        return self.payoffs.sum(0)
+        return self.payoffs.sum(-2)
+
+    @property
+    def illegal(self) -> Array:
+        """int32: illegal moves attempted so far (each left the state unchanged)."""
+        return self.data["illegal"]
+
+    def with_illegal(self, count: Array) -> "State":
+        return self.replace(data={**self.data, "illegal": count})
 
     @classmethod
     def start(cls, legal_action_mask: Array, num_rounds: int, data: dict) -> "State":
@@ -88,6 +100,10 @@ class Game:
 
     def init(self, key: Array) -> State:
         raise NotImplementedError
+
+    def with_cards(self, state: State, cards: Array) -> State:
+        """`state` with its private deal replaced (card games: `[num_rounds, cards per deal]`)."""
+        return state.replace(data={**state.data, "cards": cards})
 
     def step(self, state: State, action: Array, key: Array) -> State:
         """Apply `action` of `state.current_player`. A no-op once terminated."""
@@ -155,7 +171,7 @@ def normalize_legal(probs: Array, legal: Array) -> Array:
 
 def illegal_to_noop(game_step):
     """Decorator for `Game.step`: an illegal action (or a step after the end) leaves the state
-    unchanged except `data.illegal` counting the attempt. This is the documented jitted outcome;
+    unchanged except `state.illegal` counting the attempt. This is the documented jitted outcome;
     `Game.check_action` raises on the host instead."""
 
     def step(self, state: State, action: Array, key: Array) -> State:
@@ -164,8 +180,7 @@ def illegal_to_noop(game_step):
         legal = legal & state.legal_action_mask[jnp.clip(action, 0, self.num_actions - 1)]
         new = game_step(self, state, jnp.clip(action, 0, self.num_actions - 1), key)
         out = jax.tree.map(lambda n, o: jnp.where(legal, n, o), new, state)
-        illegal = state.data["illegal"] + ((~legal) & (~state.terminated)).astype(jnp.int32)
-        return out.replace(data={**out.data, "illegal": illegal})
+        return out.with_illegal(state.illegal + ((~legal) & (~state.terminated)).astype(jnp.int32))
 
     return step
 

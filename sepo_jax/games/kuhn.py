@@ -20,20 +20,94 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from ..equilibrium.cfr import kuhn_equilibrium
 from ..equilibrium.tree import NUM_INFOSETS as _ROWS
 from ..equilibrium.tree import kuhn_infoset_index
-from .base import Game, Opponent, Prompt, PromptBuilder, State, illegal_to_noop
+from .base import Game, Opponent, Prompt, PromptBuilder, illegal_to_noop
 
 PASS, BET = 0, 1
 CARD_NAMES = ("Jack", "Queen", "King")
 NUM_INFOSETS = _ROWS["kuhn"]
-# (hist, action) -> next hist, or -1 when the hand ends; and the hand's result for the first mover
-_NEXT = np.array([[1, 2], [-1, 3], [-1, -1], [-1, -1]], np.int32)
-# first mover's payoff when the hand ends: 0 = showdown of size 1, 2 = showdown of size 2, +-1 = fold
+# Nodes of one hand: decisions 0 "", 1 "p", 2 "b", 3 "pb"; ends 4 "pp", 5 "pbp", 6 "pbb", 7 "bp", 8 "bb".
+_NEXT = np.array([[1, 2], [4, 3], [7, 8], [5, 6]], np.int32)  # (decision node, action) -> node
+_ENDED = 4  # nodes >= this end the hand
+_NODE_ACTIONS = np.array([[-1] * 3, [0, -1, -1], [1, -1, -1], [0, 1, -1],
+                          [0, 0, -1], [0, 1, 0], [0, 1, 1], [1, 0, -1], [1, 1, -1]], np.int32)
+# the first mover's payoff at each node: +-1 after a fold, SHOWDOWN1/2 for a showdown of that size
 _SHOWDOWN1, _SHOWDOWN2 = 10, 20
-_END = np.array([[0, 0], [_SHOWDOWN1, 0], [1, _SHOWDOWN2], [-1, _SHOWDOWN2]], np.int32)
+_NODE_END = np.array([0, 0, 0, 0, _SHOWDOWN1, -1, _SHOWDOWN2, 1, _SHOWDOWN2], np.int32)
+_HANDS_PER_WORD, _BITS = 7, 4  # ended hands' nodes are packed 4 bits each into int32 words
+
+
+@struct.dataclass
+class KuhnState:
+    """Repeated Kuhn's state, packed so a move touches a few scalars (the env's hot loop on XLA:CPU
+    costs about one pass per state element per move). The `State` read interface (current player,
+    legal mask, per-hand payoffs, ...) is derived from it and works on batched states too."""
+
+    cards: jax.Array  # int32 [hand, seat]
+    codes: jax.Array  # int32 [words]: the end node of each finished hand, 4 bits per hand
+    hand: jax.Array  # int32: hands finished so far (the current hand; num_hands once the episode is over)
+    hist: jax.Array  # int32: the current hand's decision node, 0..3
+    num_steps: jax.Array  # int32: moves made so far
+    illegal: jax.Array  # int32: illegal moves attempted (each left the state unchanged)
+
+    @property
+    def num_hands(self) -> int:
+        return self.cards.shape[-2]
+
+    @property
+    def terminated(self) -> jax.Array:
+        return self.hand >= self.num_hands
+
+    @property
+    def round(self) -> jax.Array:
+        return jnp.minimum(self.hand, self.num_hands - 1)
+
+    @property
+    def current_player(self) -> jax.Array:
+        second = (self.hist == 1) | (self.hist == 2)  # the second mover acts at "p" and "b"
+        return jnp.where(self.terminated, -1, (self.hand + second) % 2)
+
+    @property
+    def legal_action_mask(self) -> jax.Array:
+        return jnp.broadcast_to(~self.terminated[..., None], self.hand.shape + (2,))
+
+    @property
+    def nodes(self) -> jax.Array:
+        """int32 [..., hand]: the end node of finished hands, the current node, 0 for later hands."""
+        h = np.arange(self.num_hands)
+        ended = (self.codes[..., h // _HANDS_PER_WORD] >> (_BITS * (h % _HANDS_PER_WORD))) & (2**_BITS - 1)
+        return jnp.where(h == self.hand[..., None], self.hist[..., None], ended)
+
+    @property
+    def actions(self) -> jax.Array:
+        """int32 [..., hand, move]: the moves of each hand in order, -1 where none was made."""
+        return jnp.asarray(_NODE_ACTIONS)[self.nodes]
+
+    @property
+    def payoffs(self) -> jax.Array:
+        """float32 [..., hand, seat]: what each hand paid each seat (0 until it ends)."""
+        h = np.arange(self.num_hands)
+        first = h % 2
+        wins = jnp.where(self.cards[..., h, first] > self.cards[..., h, 1 - first], 1, -1)
+        end = jnp.asarray(_NODE_END)[self.nodes]
+        first_pay = jnp.where(end == _SHOWDOWN1, wins, jnp.where(end == _SHOWDOWN2, 2 * wins, end))
+        return jnp.where(np.arange(2) == first[:, None], first_pay[..., None], -first_pay[..., None]).astype(jnp.float32)
+
+    @property
+    def returns(self) -> jax.Array:
+        return self.payoffs.sum(-2)
+
+    @property
+    def data(self) -> dict:
+        """The game-specific fields under the names the other games' `state.data` uses."""
+        return {"cards": self.cards, "hist": self.hist, "actions": self.actions, "illegal": self.illegal}
+
+    def with_illegal(self, count: jax.Array) -> "KuhnState":
+        return self.replace(illegal=count)
 
 
 def _tables() -> dict[str, np.ndarray]:
@@ -105,53 +179,36 @@ class Kuhn(Game):
         return lambda state, player: table[self.infoset_index(state, player)]
 
     # ---- rules -------------------------------------------------------------------------------
-    def init(self, key) -> State:
-        h = self.num_rounds
-        cards = _DEALS[jax.random.randint(key, (h,), 0, len(_DEALS))]
-        data = dict(
-            cards=cards.astype(jnp.int32),  # [hand, seat]
-            hist=jnp.int32(0),  # decision point of the current hand (index into HISTORIES)
-            actions=jnp.full((h, 3), -1, jnp.int32),  # moves of each hand in order
-        )
-        return State.start(jnp.ones(2, bool), h, data)
+    def init(self, key) -> KuhnState:
+        # one 32-bit word per hand picks the deal: bias below 2**-29, half the bits of randint
+        deal = jax.random.bits(key, (self.num_rounds,)) % len(_DEALS)
+        zero = jnp.int32(0)
+        return KuhnState(cards=_DEALS[deal.astype(jnp.int32)], codes=jnp.zeros(-(-self.num_rounds // _HANDS_PER_WORD), jnp.int32),
+                         hand=zero, hist=zero, num_steps=zero, illegal=zero)
+
+    def with_cards(self, state: KuhnState, cards) -> KuhnState:
+        return state.replace(cards=jnp.asarray(cards, jnp.int32))
 
     @illegal_to_noop
-    def step(self, state: State, action, key) -> State:
-        # dense one-hot updates: scatters into these tiny arrays are slow once vmapped on a CPU
-        d, hand, hist = state.data, state.round, state.data["hist"]
-        first = hand % 2
-        at_hand = jnp.arange(self.num_rounds) == hand
-        n_moves = (hist + 1) // 2  # moves already made in this hand: "" 0, "p"/"b" 1, "pb" 2
-        actions = jnp.where(at_hand[:, None] & (jnp.arange(3) == n_moves), action, d["actions"])
-        nxt, end = jnp.asarray(_NEXT)[hist, action], jnp.asarray(_END)[hist, action]
-        done = nxt < 0
-        cards = (d["cards"] * at_hand[:, None]).sum(0)
-        first_wins = jnp.where(cards[first] > cards[1 - first], 1, -1)
-        first_pay = jnp.where(end == _SHOWDOWN1, first_wins, jnp.where(end == _SHOWDOWN2, 2 * first_wins, end))
-        pay = jnp.where(jnp.arange(2) == first, first_pay, -first_pay).astype(jnp.float32)
-        payoffs = state.payoffs + jnp.where(at_hand[:, None] & done, pay, 0.0)
-        new_round = hand + done
-        terminated = new_round >= self.num_rounds
-        new_hist = jnp.where(done, 0, nxt)
-        role = (new_hist == 1) | (new_hist == 2)  # the second mover acts at "p" and "b"
-        mover = (new_round + role) % 2
+    def step(self, state: KuhnState, action, key) -> KuhnState:
+        node = jnp.where(action == PASS, jnp.asarray(_NEXT[:, PASS])[state.hist], jnp.asarray(_NEXT[:, BET])[state.hist])
+        done = node >= _ENDED
+        word = jnp.arange(state.codes.shape[0]) == state.hand // _HANDS_PER_WORD
+        packed = state.codes | (node << (_BITS * (state.hand % _HANDS_PER_WORD)))
         return state.replace(
-            current_player=jnp.where(terminated, -1, mover),
-            legal_action_mask=jnp.broadcast_to(~terminated, (2,)),
-            terminated=terminated,
-            round=jnp.minimum(new_round, self.num_rounds - 1),
-            payoffs=payoffs,
+            codes=jnp.where(word & done, packed, state.codes),
+            hand=state.hand + done,
+            hist=jnp.where(done, 0, node),
             num_steps=state.num_steps + 1,
-            data={**d, "hist": new_hist, "actions": actions},
         )
 
-    def infoset_index(self, state: State, player) -> jax.Array:
-        return kuhn_infoset_index(state.data["hist"], state.data["cards"][state.round, player])
+    def infoset_index(self, state: KuhnState, player) -> jax.Array:
+        return kuhn_infoset_index(state.hist, state.cards[state.round, player])
 
-    def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
+    def episode_stats(self, state: KuhnState, learner) -> dict[str, jax.Array]:
         """Collusion = the learner's fold rate when facing a bet (the paper's probe against
         LooseAggressive); Kuhn is zero-sum, so externality is 0."""
-        acts = state.data["actions"]  # [hand, move]
+        acts = state.actions  # [hand, move]
         first = jnp.arange(self.num_rounds) % 2
         # the learner faces a bet at move 1 (second mover after "b") or move 2 (first mover after "pb")
         faced_1 = (first != learner) & (acts[:, 0] == BET)
@@ -164,7 +221,7 @@ class Kuhn(Game):
         }
 
     # ---- prompt ------------------------------------------------------------------------------
-    def prompt(self, state: State, player) -> "Prompt":
+    def prompt(self, state: KuhnState, player) -> "Prompt":
         d, hand = state.data, state.round
         b = PromptBuilder()
         if not self.compact_prompt:
@@ -181,7 +238,7 @@ class Kuhn(Game):
         b.text("Action:")
         return b.build()
 
-    def _rules_and_history(self, b: PromptBuilder, state: State, player) -> None:
+    def _rules_and_history(self, b: PromptBuilder, state: KuhnState, player) -> None:
         d, hand = state.data, state.round
         b.text(
             "You are playing Kuhn poker against one opponent, "

@@ -112,6 +112,9 @@ def build_model(config: ModelConfig, tensors: TensorSource, *, sharding: Shardin
         array = array.T if transposed else array
         place = sharding_for(sharding, path, array.shape)
         array = np.asarray(array, config.param_dtype)
+        if not np.isfinite(array).all():  # NaN/inf in the file, or overflow in the dtype conversion
+            raise ValueError(f"{tensors.origin}: tensor {name!r} holds {int((~np.isfinite(array)).sum())} non-finite "
+                             f"values (NaN or inf) as {np.dtype(config.param_dtype).name}")
         values[path] = jnp.asarray(array) if place is None else jax.device_put(array, place)
     state = nnx.from_flat_state([(path, var.replace(values[path])) for path, var in flat])
     return nnx.merge(graphdef, state)

@@ -45,8 +45,7 @@ def infoset_states(game: Game) -> tuple[State, jax.Array, jax.Array]:
 
     def one(deal, path):
         state = game.init(jax.random.key(0))
-        hand_cards = state.data["cards"].at[0, : deal.shape[0]].set(deal)
-        state = state.replace(data={**state.data, "cards": hand_cards})
+        state = game.with_cards(state, state.data["cards"].at[0, : deal.shape[0]].set(deal))
 
         def move(s, a):
             return jax.tree.map(lambda n, o: jnp.where(a >= 0, n, o), game.step(s, jnp.maximum(a, 0), jax.random.key(0)), s), None
