@@ -6,14 +6,14 @@ Python game (`baselines/torch_kuhn.py`, the paper's way) and, when TRL is instal
     PYTHONPATH=. python experiments/bench_train.py [--steps 10] [--trl-steps 5]
 
 Same work on every side: the config's slot layout (pools x opponents x group size, the learner's seat),
-6-hand episodes with the compact prompt, the same initial weights (ours exported with `save_hf` and
-loaded by transformers), temperature, learning rate, beta and clipping, `credited` rewards. Before
+6-hand episodes with the compact prompt, the same initial weights (our model after a short supervised
+warm start, exported with `save_hf` and loaded by transformers), temperature, learning rate, beta and clipping, `credited` rewards. Before
 timing, the script checks that both sides see the same prompt texts and payoffs (Python game vs ours)
 and that the two models give the same action probabilities on the same token ids. The torch loop
 tokenizes each prompt as one text, which gives slightly fewer tokens than our piece-wise template
 (e.g. 39 vs 43): a little less work on its side. TRL cannot play multi-decision episodes: it gets single decision
 prompts, generates up to 2 free tokens and is rewarded with the hand's payoff; its row counts learner
-decisions. Ours also computes the exact NashConv of the policy each step (a metric the others lack).
+decisions. Ours is timed first for every batch size, before torch runs in the process. Ours also computes the exact NashConv of the policy each step (a metric the others lack).
 Medians of timed steps after a warm-up step (ours: after compilation, reported apart).
 Writes experiments/results/bench_train.md.
 """
@@ -37,30 +37,44 @@ from experiments.baselines.torch_kuhn import TorchKuhnGRPO
 from sepo_jax import games
 from sepo_jax.config import default_config
 from sepo_jax.model.weights import save_hf
-from sepo_jax.rl import sepo
+from sepo_jax.rl import rollout, sepo
 from sepo_jax.rl.trainer import Trainer
 
 POOL_NAMES = {v: k for k, v in sepo.POOL_INDEX.items()}
 
 
-def ours(trainer: Trainer, steps: int) -> dict:
-    state = trainer.start_sepo(trainer.init_state())
-    t0 = time.perf_counter()
-    state, m = trainer.sepo_step(state)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0
+def _median_seconds(fn, steps: int) -> float:
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, m = trainer.sepo_step(state)
-        jax.block_until_ready(m)
+        jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return {"seconds_per_step": float(np.median(times)), "compile_s": compile_s}
+    return float(np.median(times))
 
 
-def check_same_policy(trainer: Trainer, torch_side: TorchKuhnGRPO, episodes: int = 8) -> float:
+def ours(trainer: Trainer, state: dict, steps: int) -> dict:
+    """Seconds per step (after compiling it, timed apart) and of its rollout alone (`state` is donated)."""
+    lay = trainer.layout
+    play = jax.jit(lambda params, key: rollout.rollout(
+        trainer.game, trainer.renderer, trainer.policy.learner(params, trainer.frozen), jnp.asarray(lay.opponent),
+        jnp.asarray(lay.seat), key, group_size=lay.group_size))
+    jax.block_until_ready(play(state["params"], jax.random.key(0)))
+    rollout_s = _median_seconds(lambda: play(state["params"], jax.random.key(1)), steps)
+    t0 = time.perf_counter()
+    box = list(trainer.sepo_step(state))
+    jax.block_until_ready(box[1])
+    compile_s = time.perf_counter() - t0
+
+    def step():
+        box[:] = trainer.sepo_step(box[0])
+        return box[1]
+
+    return {"seconds_per_step": _median_seconds(step, steps), "rollout_s": rollout_s, "compile_s": compile_s}
+
+
+def check_same_policy(trainer: Trainer, params, torch_side: TorchKuhnGRPO, episodes: int = 8) -> float:
     """Max |p_ours - p_torch| over every decision of random playouts, both models fed our token ids."""
-    game, params = trainer.game, trainer.init_state()["params"]
+    game = trainer.game
     worst = 0.0
     for e in range(episodes):
         state = game.init(jax.random.key(e))
@@ -76,20 +90,27 @@ def check_same_policy(trainer: Trainer, torch_side: TorchKuhnGRPO, episodes: int
     return worst
 
 
-def setup(groups_per_opponent: int):
+def setup(groups_per_opponent: int, sft_steps: int):
+    """Our trainer warm-started with `sft_steps` supervised steps, its weights exported for torch."""
     c = default_config("kuhn")
-    c.sepo.credit, c.sft.steps, c.mesh.data = "credited", 0, 1
+    c.sepo.credit, c.mesh.data = "credited", 1
     c.rollout.groups_per_opponent = groups_per_opponent
     trainer = Trainer(c)
+    state = trainer.init_state()
+    for _ in range(sft_steps):
+        state, _ = trainer.sft_step(state)
+    folder = tempfile.mkdtemp(prefix="bench_train_")
+    save_hf(nnx.merge(trainer.graphdef, state["params"], trainer.frozen), trainer.tokenizer, folder)
+    return c, trainer, trainer.start_sepo(state), folder, jax.device_get(state["params"])
+
+
+def torch_baseline(c, trainer: Trainer, folder: str) -> TorchKuhnGRPO:
     lay = trainer.layout
     slots = [(POOL_NAMES[int(p)], trainer.game.opponent_names[int(o)], int(s)) for p, o, s in zip(lay.pool, lay.opponent, lay.seat)]
-    folder = tempfile.mkdtemp(prefix="bench_train_")
-    save_hf(nnx.merge(trainer.graphdef, trainer.init_state()["params"], trainer.frozen), trainer.tokenizer, folder)
-    torch_side = TorchKuhnGRPO(folder, slots, lay.group_size, num_hands=trainer.game.num_rounds,
-                               temperature=c.rollout.temperature, learning_rate=c.grpo.learning_rate, beta=c.grpo.beta,
-                               clip_eps=c.grpo.clip_eps, lambdas={"lambda_e": c.sepo.lambda_e, "lambda_c": c.sepo.lambda_c},
-                               scale=3.0 / trainer.game.max_payoff, seed=c.seed)
-    return c, trainer, torch_side, folder
+    return TorchKuhnGRPO(folder, slots, lay.group_size, num_hands=trainer.game.num_rounds,
+                         temperature=c.rollout.temperature, learning_rate=c.grpo.learning_rate, beta=c.grpo.beta,
+                         clip_eps=c.grpo.clip_eps, lambdas={"lambda_e": c.sepo.lambda_e, "lambda_c": c.sepo.lambda_c},
+                         scale=3.0 / trainer.game.max_payoff, seed=c.seed)
 
 
 def main():
@@ -97,46 +118,55 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps of ours and of the torch loop")
     ap.add_argument("--trl-steps", type=int, default=5, help="timed TRL steps (0 skips TRL)")
     ap.add_argument("--groups-per-opponent", default="1,8", help="batch sizes to run, as GRPO groups per opponent")
+    ap.add_argument("--sft-steps", type=int, default=60, help="warm start first, so the model answers PASS/BET")
     ap.add_argument("--out", default="experiments/results/bench_train.md")
     args = ap.parse_args()
 
     pykuhn.check_against_sepo_jax(20)
-    lines = ["| episodes/step | implementation | s/step | episodes/s | learner decisions/s | ours is faster by | note |",
-             "|---:|---|---:|---:|---:|---:|---|"]
+    runs = [dict(gpo=int(g)) for g in args.groups_per_opponent.split(",")]
+    for r in runs:  # ours first, before torch has started any thread pool in this process
+        r["c"], r["trainer"], state, r["folder"], r["params"] = setup(r["gpo"], args.sft_steps)
+        r["ours"] = ours(r["trainer"], state, args.steps)  # donates `state`
+        print(f"  groups/opponent {r['gpo']}, ours: {r['ours']['seconds_per_step']:.3f} s/step", flush=True)
+    for r in runs:
+        torch_side = torch_baseline(r["c"], r["trainer"], r["folder"])
+        r["gap"] = check_same_policy(r["trainer"], r["params"], torch_side)
+        if r["gap"] > 1e-4:
+            raise SystemExit(f"the torch model does not reproduce our policy (max |dp| = {r['gap']:.1e}): "
+                             "the comparison would not be the same work")
+        r["torch"] = torch_side.time_steps(args.steps)
+        r["episodes"] = len(torch_side.slots)
+        print(f"  groups/opponent {r['gpo']}, torch loop: {r['torch']['seconds_per_step']:.3f} s/step", flush=True)
     notes = []
-    for gpo in [int(g) for g in args.groups_per_opponent.split(",")]:
-        c, trainer, torch_side, folder = setup(gpo)
-        gap = check_same_policy(trainer, torch_side)
-        print(f"same prompts and payoffs as ours; max |p_ours - p_torch| on the initial policy: {gap:.2e}", flush=True)
-        if gap > 1e-4:
-            raise SystemExit("the torch model does not reproduce our policy: the comparison would not be the same work")
-        episodes, group = len(torch_side.slots), trainer.layout.group_size
-        r = ours(trainer, args.steps)
-        print(f"  {episodes} episodes, ours: {r['seconds_per_step']:.3f} s/step", flush=True)
-        t = torch_side.time_steps(args.steps)
-        print(f"  {episodes} episodes, torch loop: {t['seconds_per_step']:.3f} s/step", flush=True)
-        decisions = t["decisions_per_step"]  # the same layout and game: ours plays as many on average
-        rows = [("sepo_jax (one jitted step)", r["seconds_per_step"], decisions, f"compile {r['compile_s']:.1f} s"),
-                ("PyTorch + transformers, Python game loop", t["seconds_per_step"], decisions, "")]
-        if args.trl_steps:
-            try:
-                from experiments.baselines import trl_kuhn
-            except ImportError as e:
-                notes.append(f"TRL rows skipped: {e}")
-            else:
-                prompts = int(round(decisions / group))
-                tr = trl_kuhn.run(folder, steps=args.trl_steps, prompts_per_step=prompts, group_size=group,
-                                  temperature=c.rollout.temperature, learning_rate=c.grpo.learning_rate,
-                                  beta=c.grpo.beta, seed=c.seed)
-                rows.append((f"TRL {tr['trl_version']} GRPOTrainer, single decisions", tr["seconds_per_step"],
-                             prompts * group, "free text, up to 2 tokens"))
-                print(f"  {episodes} episodes, TRL: {tr['seconds_per_step']:.3f} s/step", flush=True)
-        ours_rate = decisions / r["seconds_per_step"]
-        for name, sec, d, note in rows:
+    trl_kuhn = None
+    if args.trl_steps:
+        try:
+            from experiments.baselines import trl_kuhn
+        except ImportError as e:
+            notes.append(f"TRL rows skipped: {e} (pip install -e '.[baselines]')")
+    lines = ["| episodes/step | implementation | s/step | of it rollout s | episodes/s | learner decisions/s | ours / this, decisions/s | note |",
+             "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        c, group, episodes = r["c"], r["trainer"].layout.group_size, r["episodes"]
+        decisions = r["torch"]["decisions_per_step"]  # the same layout and game: ours plays as many on average
+        rows = [("sepo_jax (one jitted step)", r["ours"]["seconds_per_step"], r["ours"]["rollout_s"], decisions,
+                 f"compile {r['ours']['compile_s']:.1f} s; rollout timed as its own jitted call"),
+                ("PyTorch + transformers, Python game loop", r["torch"]["seconds_per_step"], r["torch"]["rollout_s"], decisions, "")]
+        if trl_kuhn is not None:
+            prompts = int(round(decisions / group))
+            tr = trl_kuhn.run(r["folder"], steps=args.trl_steps, prompts_per_step=prompts, group_size=group,
+                              temperature=c.rollout.temperature, learning_rate=c.grpo.learning_rate,
+                              beta=c.grpo.beta, seed=c.seed)
+            rows.append((f"TRL {tr['trl_version']} GRPOTrainer, single decisions", tr["seconds_per_step"], None,
+                         prompts * group, "free text, up to 2 tokens"))
+            print(f"  groups/opponent {r['gpo']}, TRL: {tr['seconds_per_step']:.3f} s/step", flush=True)
+        ours_rate = decisions / r["ours"]["seconds_per_step"]
+        for name, sec, roll, d, note in rows:
             eps = "-" if "TRL" in name else f"{episodes / sec:,.1f}"
-            lines.append(f"| {episodes} | {name} | {sec:.3f} | {eps} | {d / sec:,.1f} | {ours_rate / (d / sec):.2f}x | {note} |")
-        notes.append(f"{episodes} episodes ({episodes // group} groups of {group}) of {trainer.game.num_rounds}-hand Kuhn "
-                     f"per step, ~{decisions:.0f} learner decisions; max |p_ours - p_torch| = {gap:.1e}.")
+            roll = "-" if roll is None else f"{roll:.3f}"
+            lines.append(f"| {episodes} | {name} | {sec:.3f} | {roll} | {eps} | {d / sec:,.1f} | {ours_rate / (d / sec):.2f}x | {note} |")
+        notes.append(f"{episodes} episodes ({episodes // group} groups of {group}) of {r['trainer'].game.num_rounds}-hand "
+                     f"Kuhn per step, ~{decisions:.0f} learner decisions; max |p_ours - p_torch| = {r['gap']:.1e}.")
     table, summary = "\n".join(lines), "\n".join(f"- {n}" for n in notes)
     print("\n" + table + "\n\n" + summary)
     env = f"PYTHONPATH={os.environ['PYTHONPATH']} " if "PYTHONPATH" in os.environ else ""

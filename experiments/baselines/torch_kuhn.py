@@ -103,7 +103,9 @@ class TorchKuhnGRPO:
         return adv * weight[:, None]
 
     def step(self) -> dict:
+        t0 = time.perf_counter()
         episodes, decisions = self.rollout()
+        rollout_s = time.perf_counter() - t0
         adv = self.advantages(episodes)
         prompts = [d[2] for d in decisions]
         action = torch.tensor([d[3] for d in decisions])
@@ -119,14 +121,17 @@ class TorchKuhnGRPO:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        return {"loss": loss.item(), "decisions": len(decisions)}
+        return {"loss": loss.item(), "decisions": len(decisions), "rollout_s": rollout_s}
 
     def time_steps(self, steps: int) -> dict:
-        """Median seconds per step after one warm-up step, and learner decisions per step."""
+        """Medians after one warm-up step: seconds per step and of its rollout; learner decisions per step."""
         self.step()
-        times, decisions = [], []
+        times, rollouts, decisions = [], [], []
         for _ in range(steps):
             t0 = time.perf_counter()
-            decisions.append(self.step()["decisions"])
+            out = self.step()
             times.append(time.perf_counter() - t0)
-        return {"seconds_per_step": float(np.median(times)), "decisions_per_step": float(np.mean(decisions))}
+            rollouts.append(out["rollout_s"])
+            decisions.append(out["decisions"])
+        return {"seconds_per_step": float(np.median(times)), "rollout_s": float(np.median(rollouts)),
+                "decisions_per_step": float(np.mean(decisions))}
