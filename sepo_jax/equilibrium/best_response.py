@@ -102,8 +102,27 @@ def policy_values(game: str, table: Array) -> Array:
 
 def _policy_values(tree, t):
     u0 = (tree.chance * tree.payoff)[tree.term].astype(t.dtype)
-    v0 = (u0[:, None] * _reach(tree, t, 0) * _reach(tree, t, 1)).sum(0)
+    v0 = compensated_sum(u0[:, None] * _reach(tree, t, 0) * _reach(tree, t, 1))
     return jnp.stack([v0, -v0])
+
+
+def compensated_sum(x: Array) -> Array:
+    """Sum over the leading axis, pairwise with each addition's rounding error kept (TwoSum) and
+    added back at the end. The order of additions is fixed by the code, not by how XLA vectorises a
+    reduction for the CPU at hand, and the error is at most ~2u|sum| + O((u log2 n)^2) sum|x|
+    (u = unit roundoff): ~1e-8 on Leduc's 5,880 terminals in float32, where a plain reduction erred
+    by 2e-6 on one CPU and not on another."""
+    n = x.shape[0]
+    x = jnp.concatenate([x, jnp.zeros(((1 << max(n - 1, 0).bit_length()) - n, *x.shape[1:]), x.dtype)])
+    err = jnp.zeros_like(x)
+    while x.shape[0] > 1:
+        pairs = x.reshape(-1, 2, *x.shape[1:])
+        a, b = pairs[:, 0], pairs[:, 1]
+        s = a + b
+        b_part = s - a
+        err = err.reshape(pairs.shape).sum(1) + ((a - (s - b_part)) + (b - b_part))
+        x = s
+    return x[0] + err[0]
 
 
 @functools.partial(jax.jit, static_argnames=("game", "player"))
