@@ -40,7 +40,7 @@ import numpy as np
 from sepo_jax import parallel
 from sepo_jax.config import ABLATION_MODES as MODES
 from sepo_jax.config import EXACT_SOLVER_GAMES, LAMBDAS, ablation_config, validate
-from sepo_jax.rl.trainer import Trainer
+from sepo_jax.rl import trainer
 
 KEYS = ("exploit_pool_advantage", "payoff", "robust", "nash_conv", "collusion", "externality", "safety")
 
@@ -72,11 +72,11 @@ def _set(c, key: str, value):
     c[leaf] = value
 
 
-def evaluate(game: str, trainer: Trainer, params, args) -> dict:
-    m = {k: float(v) for k, v in jax.device_get(trainer.evaluate(params, jax.random.PRNGKey(10_000 + args.seed),
-                                                                   args.eval_episodes)[0]).items()}
+def evaluate(game: str, setup: trainer.Setup, params, frozen, args) -> dict:
+    evaluate_fn = trainer.make_evaluate(setup, args.eval_episodes)
+    m = {k: float(v) for k, v in jax.device_get(evaluate_fn(params, frozen, jax.random.PRNGKey(10_000 + args.seed))[0]).items()}
     lam_e, lam_c, lam_x = LAMBDAS[game]
-    s = trainer.lam.scale
+    s = setup.lam.scale
     m["safety"] = s * m["payoff"] - lam_e * s * m["exploit_pool_advantage"] - lam_c * m["collusion"] - lam_x * m["externality"]
     return m
 
@@ -85,24 +85,25 @@ def run_game(game: str, seed: int, args) -> dict:
     modes = [m for m in args.modes if m != "exact" or game in EXACT_SOLVER_GAMES]
     mesh = parallel.make_mesh(1)
     t0 = time.time()
-    base = Trainer(make_config(game, "reward_only", args), mesh=mesh)
-    state = parallel.replicate(mesh, base.init_state())
+    base, params, frozen = trainer.build(make_config(game, "reward_only", args), mesh=mesh)
+    state, sft_step = trainer.init_state(base, params), trainer.make_sft_step(base)
     for _ in range(base.c.sft.steps):
-        state, _ = base.sft_step(state)
+        state, _ = sft_step(state, frozen)
     jax.block_until_ready(state)
-    out = {"sft_time": time.time() - t0, "sft_eval": evaluate(game, base, state["params"], args), "modes": {}}
+    out = {"sft_time": time.time() - t0, "sft_eval": evaluate(game, base, state.params, frozen, args), "modes": {}}
     print(f"[{game} seed {seed}] SFT {base.c.sft.steps} steps in {out['sft_time']:.0f}s: "
           + " ".join(f"{k}={v:.3f}" for k, v in out["sft_eval"].items()), flush=True)
     for mode in modes:
         t0 = time.time()
-        trainer = Trainer(make_config(game, mode, args), mesh=mesh)
-        s = trainer.start_sepo(jax.tree.map(jnp.copy, state))
+        setup, _, _ = trainer.build(make_config(game, mode, args), mesh=mesh)  # same model and frozen weights as `base`
+        s, sepo_step = trainer.start_sepo(jax.tree.map(jnp.copy, state)), trainer.make_sepo_step(setup)
         traj = []
-        for _ in range(trainer.c.steps):
-            s, m = trainer.sepo_step(s)
+        for _ in range(setup.c.steps):
+            s, m = sepo_step(s, frozen)
             traj.append({k: float(v) for k, v in jax.device_get(m).items()})  # also waits for the step
-        out["modes"][mode] = {"time": time.time() - t0, "trajectory": traj, "eval": evaluate(game, trainer, s["params"], args)}
-        print(f"[{game} seed {seed}] {mode}: {trainer.c.steps} steps in {time.time() - t0:.0f}s: "
+        out["modes"][mode] = {"time": time.time() - t0, "trajectory": traj,
+                              "eval": evaluate(game, setup, s.params, frozen, args)}
+        print(f"[{game} seed {seed}] {mode}: {setup.c.steps} steps in {time.time() - t0:.0f}s: "
               + " ".join(f"{k}={v:.3f}" for k, v in out["modes"][mode]["eval"].items()), flush=True)
     return out
 

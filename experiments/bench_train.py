@@ -34,11 +34,10 @@ from flax import nnx
 from experiments.bench_envs import machine
 from experiments.baselines import pykuhn
 from experiments.baselines.torch_kuhn import TorchKuhnGRPO
-from sepo_jax import games
 from sepo_jax.config import default_config
 from sepo_jax.model.weights import save_hf
 from sepo_jax.rl import rollout, sepo
-from sepo_jax.rl.trainer import Trainer
+from sepo_jax.rl import trainer
 
 POOL_NAMES = {v: k for k, v in sepo.POOL_INDEX.items()}
 
@@ -52,37 +51,38 @@ def _median_seconds(fn, steps: int) -> float:
     return float(np.median(times))
 
 
-def ours(trainer: Trainer, state: dict, steps: int) -> dict:
+def ours(s: trainer.Setup, state: trainer.TrainState, frozen, steps: int) -> dict:
     """Seconds per step (after compiling it, timed apart) and of its rollout alone (`state` is donated)."""
-    lay = trainer.layout
-    play = jax.jit(lambda params, key: rollout.rollout(
-        trainer.game, trainer.renderer, trainer.policy.learner(params, trainer.frozen), jnp.asarray(lay.opponent),
+    lay = s.layout
+    play = jax.jit(lambda params, frozen, key: rollout.rollout(
+        s.game, s.renderer, s.policy.learner(params, frozen), jnp.asarray(lay.opponent),
         jnp.asarray(lay.seat), key, group_size=lay.group_size))
-    jax.block_until_ready(play(state["params"], jax.random.key(0)))
-    rollout_s = _median_seconds(lambda: play(state["params"], jax.random.key(1)), steps)
+    jax.block_until_ready(play(state.params, frozen, jax.random.key(0)))
+    rollout_s = _median_seconds(lambda: play(state.params, frozen, jax.random.key(1)), steps)
+    sepo_step = trainer.make_sepo_step(s)
     t0 = time.perf_counter()
-    box = list(trainer.sepo_step(state))
+    box = list(sepo_step(state, frozen))
     jax.block_until_ready(box[1])
     compile_s = time.perf_counter() - t0
 
     def step():
-        box[:] = trainer.sepo_step(box[0])
+        box[:] = sepo_step(box[0], frozen)
         return box[1]
 
     return {"seconds_per_step": _median_seconds(step, steps), "rollout_s": rollout_s, "compile_s": compile_s}
 
 
-def check_same_policy(trainer: Trainer, params, torch_side: TorchKuhnGRPO, episodes: int = 8) -> float:
+def check_same_policy(s: trainer.Setup, params, frozen, torch_side: TorchKuhnGRPO, episodes: int = 8) -> float:
     """Max |p_ours - p_torch| over every decision of random playouts, both models fed our token ids."""
-    game = trainer.game
+    game = s.game
     worst = 0.0
     for e in range(episodes):
         state = game.init(jax.random.key(e))
         rng = np.random.default_rng(e)
         while not bool(state.terminated):
             player = int(state.current_player)
-            ids, mask = trainer.renderer.render(game, state, jnp.int32(player))
-            mine = jnp.exp(trainer.policy.log_probs(params, trainer.frozen, ids[None], mask[None], state.legal_action_mask[None]))
+            ids, mask = s.renderer.render(game, state, jnp.int32(player))
+            mine = jnp.exp(s.policy.log_probs(params, frozen, ids[None], mask[None], state.legal_action_mask[None]))
             ids, mask = (torch.tensor(np.asarray(x)[None].astype(np.int64)) for x in (ids, mask))
             theirs = torch_side.action_logp_ids(torch_side.model, ids, mask).exp().detach().numpy()
             worst = max(worst, float(np.abs(np.asarray(mine) - theirs).max()))
@@ -95,22 +95,22 @@ def setup(groups_per_opponent: int, sft_steps: int):
     c = default_config("kuhn")
     c.sepo.credit, c.mesh.data = "credited", 1
     c.rollout.groups_per_opponent = groups_per_opponent
-    trainer = Trainer(c)
-    state = trainer.init_state()
+    s, params, frozen = trainer.build(c)
+    state, sft_step = trainer.init_state(s, params), trainer.make_sft_step(s)
     for _ in range(sft_steps):
-        state, _ = trainer.sft_step(state)
+        state, _ = sft_step(state, frozen)
     folder = tempfile.mkdtemp(prefix="bench_train_")
-    save_hf(nnx.merge(trainer.graphdef, state["params"], trainer.frozen), trainer.tokenizer, folder)
-    return c, trainer, trainer.start_sepo(state), folder, jax.device_get(state["params"])
+    save_hf(nnx.merge(s.graphdef, state.params, frozen), s.tokenizer, folder)
+    return c, s, frozen, trainer.start_sepo(state), folder, jax.device_get(state.params)
 
 
-def torch_baseline(c, trainer: Trainer, folder: str) -> TorchKuhnGRPO:
-    lay = trainer.layout
-    slots = [(POOL_NAMES[int(p)], trainer.game.opponent_names[int(o)], int(s)) for p, o, s in zip(lay.pool, lay.opponent, lay.seat)]
-    return TorchKuhnGRPO(folder, slots, lay.group_size, num_hands=trainer.game.num_rounds,
+def torch_baseline(c, s: trainer.Setup, folder: str) -> TorchKuhnGRPO:
+    lay = s.layout
+    slots = [(POOL_NAMES[int(p)], s.game.opponent_names[int(o)], int(seat)) for p, o, seat in zip(lay.pool, lay.opponent, lay.seat)]
+    return TorchKuhnGRPO(folder, slots, lay.group_size, num_hands=s.game.num_rounds,
                          temperature=c.rollout.temperature, learning_rate=c.grpo.learning_rate, beta=c.grpo.beta,
                          clip_eps=c.grpo.clip_eps, lambdas={"lambda_e": c.sepo.lambda_e, "lambda_c": c.sepo.lambda_c},
-                         scale=3.0 / trainer.game.max_payoff, seed=c.seed)
+                         scale=3.0 / s.game.max_payoff, seed=c.seed)
 
 
 def main():
@@ -125,12 +125,12 @@ def main():
     pykuhn.check_against_sepo_jax(20)
     runs = [dict(gpo=int(g)) for g in args.groups_per_opponent.split(",")]
     for r in runs:  # ours first, before torch has started any thread pool in this process
-        r["c"], r["trainer"], state, r["folder"], r["params"] = setup(r["gpo"], args.sft_steps)
-        r["ours"] = ours(r["trainer"], state, args.steps)  # donates `state`
+        r["c"], r["setup"], r["frozen"], state, r["folder"], r["params"] = setup(r["gpo"], args.sft_steps)
+        r["ours"] = ours(r["setup"], state, r["frozen"], args.steps)  # donates `state`
         print(f"  groups/opponent {r['gpo']}, ours: {r['ours']['seconds_per_step']:.3f} s/step", flush=True)
     for r in runs:
-        torch_side = torch_baseline(r["c"], r["trainer"], r["folder"])
-        r["gap"] = check_same_policy(r["trainer"], r["params"], torch_side)
+        torch_side = torch_baseline(r["c"], r["setup"], r["folder"])
+        r["gap"] = check_same_policy(r["setup"], r["params"], r["frozen"], torch_side)
         if r["gap"] > 1e-4:
             raise SystemExit(f"the torch model does not reproduce our policy (max |dp| = {r['gap']:.1e}): "
                              "the comparison would not be the same work")
@@ -147,7 +147,7 @@ def main():
     lines = ["| episodes/step | implementation | s/step | of it rollout s | episodes/s | learner decisions/s | ours / this, decisions/s | note |",
              "|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in runs:
-        c, group, episodes = r["c"], r["trainer"].layout.group_size, r["episodes"]
+        c, group, episodes = r["c"], r["setup"].layout.group_size, r["episodes"]
         decisions = r["torch"]["decisions_per_step"]  # the same layout and game: ours plays as many on average
         rows = [("sepo_jax (one jitted step)", r["ours"]["seconds_per_step"], r["ours"]["rollout_s"], decisions,
                  f"compile {r['ours']['compile_s']:.1f} s; rollout timed as its own jitted call"),
@@ -165,7 +165,7 @@ def main():
             eps = "-" if "TRL" in name else f"{episodes / sec:,.1f}"
             roll = "-" if roll is None else f"{roll:.3f}"
             lines.append(f"| {episodes} | {name} | {sec:.3f} | {roll} | {eps} | {d / sec:,.1f} | {ours_rate / (d / sec):.2f}x | {note} |")
-        notes.append(f"{episodes} episodes ({episodes // group} groups of {group}) of {r['trainer'].game.num_rounds}-hand "
+        notes.append(f"{episodes} episodes ({episodes // group} groups of {group}) of {r['setup'].game.num_rounds}-hand "
                      f"Kuhn per step, ~{decisions:.0f} learner decisions; max |p_ours - p_torch| = {r['gap']:.1e}.")
     table, summary = "\n".join(lines), "\n".join(f"- {n}" for n in notes)
     print("\n" + table + "\n\n" + summary)

@@ -7,6 +7,9 @@ which is trained from scratch.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import ml_collections
 
 from sepo_jax.equilibrium.metrics import PAPER_LAMBDAS
@@ -32,7 +35,8 @@ def default_config(game: str) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.source = "embedded"  # "embedded", "smollm2-135m", a .gguf path or a Hugging Face folder
-    c.model.dtype = "float32"
+    c.model.dtype = "float32"  # compute dtype; "bfloat16" computes in bf16 with float32 master weights
+    c.model.remat = "none"  # rematerialise each layer in the backward pass: none | full | dots
     c.model.chat_template = True  # wrap prompts in the tokenizer's chat template when it has one
     c.model.lora_rank = 0  # 0 = train every parameter (the embedded model); > 0 = LoRA adapters
     c.model.lora_alpha = 32.0
@@ -69,6 +73,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.grpo.beta = 0.2 if game == "kuhn" else 0.1
     c.grpo.aggregation = "seq_mean"
     c.grpo.ppo_epochs = 1
+    c.grpo.microbatches = 1  # the update in this many slices of the decisions, gradients summed (memory)
     c.grpo.learning_rate = 1e-4
     c.grpo.weight_decay = 0.0
     c.grpo.grad_clip = 1.0
@@ -82,7 +87,8 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.sft.grad_clip = 1.0
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis; -1 = all
+    c.mesh.data = -1  # devices on the data axis (episodes split, parameters replicated); -1 = what fsdp leaves
+    c.mesh.fsdp = 1  # devices on the fsdp axis (episodes split, parameters sharded); -1 = what data leaves
     if game == "kuhn":  # tuned so the embedded model reaches NashConv <= 0.02 in minutes on a CPU
         c.compact_prompt = True  # the embedded model learns the game by playing; set False for pretrained models
         c.rollout.groups_per_opponent = 1
@@ -135,15 +141,70 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if not ok:
             raise ValueError(f"config.{key}: {msg}")
 
+    def value(key):
+        v = c
+        for part in key.split("."):
+            v = v[part]
+        return v
+
+    def is_number(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    def integer(key, low):
+        v = value(key)
+        ok = is_number(v) and math.isfinite(v) and float(v).is_integer() and v >= low
+        need(ok, key, f"must be an integer >= {low}, got {v!r}")
+
+    def number(key, low, *, above=False, high=None):
+        """A finite number >= low (> low with `above`), <= high when given."""
+        v = value(key)
+        ok = is_number(v) and math.isfinite(v) and (v > low if above else v >= low) and (high is None or v <= high)
+        bound = f"{'>' if above else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        need(ok, key, f"must be a finite number {bound}, got {v!r}")
+
     need(c.game in LAMBDAS, "game", f"unknown game {c.game!r}; known: {', '.join(LAMBDAS)}")
-    for key in ("steps", "log_every", "checkpoint_every"):
-        need(int(c[key]) == c[key] and c[key] >= (0 if key == "steps" else 1), key, f"must be a positive integer, got {c[key]!r}")
+    integer("seed", 0)
+    integer("steps", 0)
+    for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        integer(key, 1)
+    integer("num_hands", 0)
+    for key in ("mesh.data", "mesh.fsdp"):
+        if key.split(".")[1] in c.mesh:
+            v = value(key)
+            need(is_number(v) and float(v).is_integer() and (v == -1 or v >= 1), key, f"must be -1 or an integer >= 1, got {v!r}")
+    integer("rollout.group_size", 2)
+    integer("rollout.groups_per_opponent", 1)
+    integer("rollout.reasoning_budget", 0)
+    number("rollout.temperature", 0, above=True)
+    for key in ("lambda_e", "lambda_c", "lambda_x"):
+        number(f"sepo.{key}", 0)
+    integer("grpo.ppo_epochs", 1)
+    integer("grpo.microbatches", 1)
+    for key in ("learning_rate", "grad_clip", "clip_eps", "clip_eps_high"):
+        number(f"grpo.{key}", 0, above=True)
+    number("grpo.beta", 0)
+    number("grpo.weight_decay", 0)
+    integer("sft.steps", 0)
+    integer("sft.episodes", 1)
+    number("sft.learning_rate", 0, above=True)
+    number("sft.grad_clip", 0, above=True)
+    number("sft.warmup", 0, high=1)
+    integer("model.lora_rank", 0)
+    if c.model.lora_rank:
+        number("model.lora_alpha", 0, above=True)
+    need(isinstance(c.model.source, str) and c.model.source.strip(), "model.source",
+         "must name a model: embedded, smollm2-135m, a .gguf path or a Hugging Face folder")
+    if c.model.source == "embedded":
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+            integer(f"model.{key}", 1)
+        need(c.model.num_heads % c.model.num_kv_heads == 0, "model.num_kv_heads",
+             f"must divide model.num_heads={c.model.num_heads}, got {c.model.num_kv_heads}")
+        head = c.model.hidden_size // c.model.num_heads
+        need(head >= 2 and head % 2 == 0, "model.hidden_size",
+             f"hidden_size // num_heads (the head size) must be even and >= 2 for rotary embeddings, got "
+             f"{c.model.hidden_size} // {c.model.num_heads} = {head}")
     need(not (c.num_hands or c.compact_prompt) or c.game in EXACT_SOLVER_GAMES, "num_hands / compact_prompt",
          f"only kuhn and leduc take these; {c.game} does not")
-    need(c.rollout.group_size >= 2, "rollout.group_size", f"GRPO needs groups of at least 2 episodes, got {c.rollout.group_size}")
-    need(c.rollout.groups_per_opponent >= 1, "rollout.groups_per_opponent", "must be >= 1")
-    need(c.rollout.temperature > 0, "rollout.temperature", "must be > 0 (the policy is the tempered distribution)")
-    need(c.rollout.reasoning_budget >= 0, "rollout.reasoning_budget", "must be >= 0")
     need(c.rollout.learner_seat in (0, 1, -1), "rollout.learner_seat", "must be 0, 1 or -1 (alternate)")
     need(c.sepo.credit in sepo.CREDIT_MODES, "sepo.credit", f"must be one of {sepo.CREDIT_MODES}")
     need(c.sepo.credit != "exact" or c.game in EXACT_SOLVER_GAMES, "sepo.credit",
@@ -152,17 +213,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for p in c.sepo.pools:
         need(p in sepo.TRAINING_POOLS, "sepo.pools",
              f"{p!r} is not a training pool; known: {', '.join(sepo.TRAINING_POOLS)} (shift is evaluated, never trained on)")
-    for key in ("lambda_e", "lambda_c", "lambda_x"):
-        need(c.sepo[key] >= 0, f"sepo.{key}", "must be >= 0")
     need(c.grpo.advantage in grpo.ADVANTAGE_MODES, "grpo.advantage", f"must be one of {grpo.ADVANTAGE_MODES}")
     need(c.grpo.kl in grpo.KL_MODES, "grpo.kl", f"must be one of {grpo.KL_MODES}")
     need(c.grpo.aggregation in grpo.AGGREGATIONS, "grpo.aggregation", f"must be one of {grpo.AGGREGATIONS}")
-    need(c.grpo.ppo_epochs >= 1, "grpo.ppo_epochs", "must be >= 1")
-    need(c.grpo.learning_rate > 0, "grpo.learning_rate", "must be > 0")
-    need(c.sft.steps >= 0, "sft.steps", "must be >= 0")
-    need(c.sft.episodes >= 1, "sft.episodes", "must be >= 1")
     need(c.sft.expert in sft.EXPERTS, "sft.expert", f"must be one of {sft.EXPERTS}, got {c.sft.expert!r}")
     need(c.sft.expert != "equilibrium" or c.game in EXACT_SOLVER_GAMES, "sft.expert",
          f"'equilibrium' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'demonstrators' for {c.game}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
-    need(c.model.lora_rank >= 0, "model.lora_rank", "must be >= 0")
+

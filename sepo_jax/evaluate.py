@@ -11,6 +11,7 @@ The run's own DIR/config.json is used unless `--config` is given.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ from ml_collections import config_flags
 from sepo_jax import parallel
 from sepo_jax.config import validate
 from sepo_jax.equilibrium.metrics import kuhn_alpha, kuhn_frequency_report
+from sepo_jax.rl import trainer
 from sepo_jax.rl.sepo import POOL_INDEX
 
 config_flags.DEFINE_config_file("config", None, "a config file (default: the run's DIR/config.json)", lock_config=True)
@@ -64,10 +66,11 @@ def pick_steps(spec: str, saved: list[int], workdir: str) -> list[int]:
     return wanted
 
 
-def evaluate_step(trainer, params, episodes: int, seed: int) -> dict:
-    """Metrics, per-group rows and (Kuhn) frequencies of one set of parameters, on the host."""
-    metrics, groups = jax.device_get(trainer.evaluate(params, jax.random.PRNGKey(seed), episodes))
-    lay, game = trainer.eval_layout(episodes), trainer.game
+def evaluate_step(setup, evaluate, params, frozen, episodes: int, seed: int) -> dict:
+    """Metrics, per-group rows and (Kuhn) frequencies of one set of parameters, on the host;
+    `evaluate` is `trainer.make_evaluate(setup, episodes)`."""
+    metrics, groups = jax.device_get(evaluate(params, frozen, jax.random.PRNGKey(seed)))
+    lay, game = setup.eval_layout(episodes), setup.game
     pool_names = {i: n for n, i in POOL_INDEX.items()}
     names = game.opponent_names
     rows = []
@@ -79,7 +82,7 @@ def evaluate_step(trainer, params, episodes: int, seed: int) -> dict:
     if "nash_conv" in out["metrics"]:
         out["metrics"]["exploitability"] = out["metrics"]["nash_conv"] / 2
     if game.name == "kuhn":
-        table = np.asarray(trainer.strategy(params))
+        table = np.asarray(jax.jit(functools.partial(trainer.strategy, setup))(params, frozen))
         report = kuhn_frequency_report(table)
         out["kuhn_frequencies"] = {k: {w: [float(x) for x in v[w]] for w in v} for k, v in report.items()}
         out["kuhn_alpha"] = kuhn_alpha(table)
@@ -121,7 +124,6 @@ def write_json(path: str, results: dict[int, dict], command: str) -> None:
 def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, episodes: int, seed: int) -> dict[int, dict]:
     import orbax.checkpoint as ocp
 
-    from sepo_jax.rl.trainer import Trainer
 
     if not os.path.isdir(workdir):
         raise app.UsageError(f"--workdir={workdir} does not exist")
@@ -131,10 +133,11 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
     validate(c)
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
     chosen = pick_steps(steps, list(manager.all_steps()), workdir)
-    trainer = Trainer(c)
-    parallel.check_divisible(trainer.mesh, trainer.eval_layout(episodes).opponent.shape[0],
+    setup, params, frozen = trainer.build(c)
+    parallel.check_divisible(setup.mesh, setup.eval_layout(episodes).opponent.shape[0],
                              f"the evaluation batch (--episodes={episodes} x opponents)")
-    target = trainer.init_state()
+    frozen, evaluate = trainer.place_frozen(setup, frozen), trainer.make_evaluate(setup, episodes)
+    target = trainer.init_state(setup, params)
     results = {}
     try:
         for step in chosen:
@@ -143,7 +146,7 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
             except Exception as e:  # orbax raises many kinds; say which checkpoint and why
                 raise SystemExit(f"cannot restore checkpoint step {step} of {workdir} into the model of this config: "
                                  f"{type(e).__name__}: {e}") from e
-            results[step] = evaluate_step(trainer, state["params"], episodes, seed)
+            results[step] = evaluate_step(setup, evaluate, state.params, frozen, episodes, seed)
             m = results[step]["metrics"]
             print(f"step {step}: " + " ".join(f"{k}={m[k]:.4f}" for k in COLUMNS if k in m), flush=True)
     finally:

@@ -5,6 +5,7 @@ global mesh and writes its final parameters and every step's metrics to OUT.npz.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import jax
@@ -28,31 +29,33 @@ def tiny_config(sft_steps: int = SFT_STEPS):
     return c
 
 
-def train(trainer, sft_steps: int = SFT_STEPS, sepo_steps: int = SEPO_STEPS):
-    """(final state, metrics of every step as {'<step>/<name>': array})."""
-    # replicated on the mesh up front, so the first step's outputs match its inputs (no recompile)
-    state = parallel.replicate(trainer.mesh, trainer.init_state())
+def train(c, mesh, sft_steps: int = SFT_STEPS, sepo_steps: int = SEPO_STEPS):
+    """(final state, metrics of every step as {'<step>/<name>': array}) of config `c` on `mesh`."""
+    from sepo_jax.rl import trainer
+
+    setup, params, frozen = trainer.build(c, mesh)
+    state, frozen = trainer.init_state(setup, params), trainer.place_frozen(setup, frozen)
+    sft_step, sepo_step = trainer.make_sft_step(setup), trainer.make_sepo_step(setup)
     metrics = {}
     for i in range(sft_steps + sepo_steps):
         if i == sft_steps:
             state = trainer.start_sepo(state)
-        state, m = (trainer.sepo_step if i >= sft_steps else trainer.sft_step)(state)
+        state, m = (sepo_step if i >= sft_steps else sft_step)(state, frozen)
         metrics.update({f"{i}/{k}": v for k, v in m.items()})
     return state, metrics
 
 
 def host_params(params) -> dict[str, np.ndarray]:
-    """{path: array} of replicated parameters, read from this process's own shard (the whole value)."""
-    leaves = jax.tree_util.tree_leaves_with_path(params)
+    """{path: array} of parameters, gathered whole (sharded ones too) and read on this process."""
+    leaves = jax.tree_util.tree_leaves_with_path(parallel.gather(params))
     return {jax.tree_util.keystr(p): np.asarray(x.addressable_data(0)) for p, x in leaves}
 
 
 def main(out: str) -> None:
     parallel.initialize_distributed()
-    from sepo_jax.rl.trainer import Trainer
-
-    state, metrics = train(Trainer(tiny_config(), mesh=parallel.make_mesh(-1)))
-    np.savez(out, process=jax.process_index(), devices=jax.device_count(), **host_params(state["params"]),
+    fsdp = int(os.environ.get("SEPO_TEST_FSDP", "1"))
+    state, metrics = train(tiny_config(), parallel.make_mesh(-1, fsdp))
+    np.savez(out, process=jax.process_index(), devices=jax.device_count(), **host_params(state.params),
              **{f"metric:{k}": np.asarray(v.addressable_data(0)) for k, v in metrics.items()})
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,10 +26,13 @@ def base_and_adapted(**kw):
 def test_zero_b_equals_base_and_targets():
   base, adapted = base_and_adapted(targets=("q_proj", "v_proj", "down_proj"))
   np.testing.assert_allclose(forward(adapted), forward(base), atol=1e-6)
-  layer = adapted.layers[0]
+  layer = adapted.layers
   assert layer.self_attn.q_proj.lora is not None and layer.mlp.down_proj.lora is not None
   assert layer.self_attn.k_proj.lora is None and layer.self_attn.o_proj.lora is None
-  assert layer.self_attn.q_proj.lora.lora_a.shape == (16, 4) and layer.self_attn.q_proj.lora.lora_b.shape == (4, 16)
+  # stacked per layer, each layer's adapter drawn independently
+  a = layer.self_attn.q_proj.lora.lora_a
+  assert a.shape == (2, 16, 4) and layer.self_attn.q_proj.lora.lora_b.shape == (2, 4, 16)
+  assert not np.allclose(a[0], a[1])
 
 
 def test_disabled_is_the_base_policy():
@@ -78,3 +83,12 @@ def test_gradient_only_reaches_lora_params():
 def test_no_matching_target_is_an_error():
   with pytest.raises(ValueError, match="no Linear named"):
     lora.apply_lora(Decoder(CFG, rngs=nnx.Rngs(0)), targets=("qproj",), rngs=nnx.Rngs(0))
+
+
+def test_float32_adapters_over_a_bfloat16_base():
+  cfg = dataclasses.replace(CFG, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  base = Decoder(cfg, rngs=nnx.Rngs(0))
+  adapted = lora.apply_lora(Decoder(cfg, rngs=nnx.Rngs(0)), rank=4, param_dtype=jnp.float32, rngs=nnx.Rngs(1))
+  q = adapted.layers.self_attn.q_proj
+  assert q.kernel[...].dtype == jnp.bfloat16 and q.lora.lora_a[...].dtype == jnp.float32
+  np.testing.assert_array_equal(forward(adapted), forward(base))

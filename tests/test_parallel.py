@@ -1,6 +1,7 @@
-"""Data parallelism: the sharded step equals the single-device step, a batch the mesh does not divide
-fails before any compute, and two `jax.distributed` processes on localhost train in lockstep to the
-single-process parameters. The tiny config and the training loop live in multihost_worker.py."""
+"""Data and FSDP parallelism: on every mesh layout (data x fsdp) the sharded steps equal the
+single-device steps, parameters and optimizer moments are sharded by their logical axes, a batch the
+mesh does not divide fails before any compute, and two `jax.distributed` processes on localhost train
+in lockstep to the single-process parameters. The tiny config and the loop live in multihost_worker.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from multihost_worker import host_params, tiny_config, train
 from sepo_jax import parallel
-from sepo_jax.rl.trainer import Trainer
+from sepo_jax.rl import trainer
 
 RTOL, ATOL = 1e-5, 1e-6
 WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
@@ -24,8 +25,8 @@ WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
 @pytest.fixture(scope="module")
 def single_device():
     """Params and per-step metrics of 2 SFT + 2 SEPO steps on a 1-device mesh (the reference)."""
-    state, metrics = train(Trainer(tiny_config(), mesh=parallel.make_mesh(1)))
-    return host_params(state["params"]), {k: np.asarray(v) for k, v in metrics.items()}
+    state, metrics = train(tiny_config(), parallel.make_mesh(1))
+    return host_params(state.params), {k: np.asarray(v) for k, v in metrics.items()}
 
 
 def _assert_same(params, metrics, ref_params, ref_metrics):
@@ -37,14 +38,27 @@ def _assert_same(params, metrics, ref_params, ref_metrics):
         np.testing.assert_allclose(params[k], ref_params[k], rtol=RTOL, atol=ATOL, err_msg=k)
 
 
-def test_sharded_step_equals_single_device(single_device):
+@pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 4), (1, 8)])
+def test_sharded_step_equals_single_device(single_device, data, fsdp):
     assert jax.device_count() == 8
-    trainer = Trainer(tiny_config(), mesh=parallel.make_mesh(8))
-    assert trainer.layout.opponent.shape[0] % 8 == 0
-    state, metrics = train(trainer)
+    mesh = parallel.make_mesh(data, fsdp)
+    state, metrics = train(tiny_config(), mesh)
+    if fsdp > 1:  # every weight matrix (and its Adam moments) split over fsdp along its embed axis
+        kernel = state.params["layers"]["mlp"]["up_proj"]["kernel"]
+        assert kernel.sharding.spec[list(kernel.get_metadata("out_sharding")).index("embed")] == "fsdp"
+        assert kernel.addressable_shards[0].data.shape[-2] == kernel.shape[-2] // fsdp
+        mu = state.sft_opt[1][0].mu["layers"]["mlp"]["up_proj"]["kernel"]
+        assert mu.sharding == kernel.sharding
     ref_params, ref_metrics = single_device
     assert np.isfinite(ref_metrics["3/loss"]) and ref_metrics["3/nonfinite_updates"] == 0
-    _assert_same(host_params(state["params"]), {k: np.asarray(v) for k, v in metrics.items()}, ref_params, ref_metrics)
+    _assert_same(host_params(state.params), {k: np.asarray(v) for k, v in metrics.items()}, ref_params, ref_metrics)
+
+
+def test_mesh_settings_name_the_key():
+    for data, fsdp, match in [(3, 4, r"mesh.data=3 x config.mesh.fsdp=4 needs 12"), (-1, 3, "mesh.fsdp=3 does not divide"),
+                              (0, 1, "mesh.data=0"), (-1, -1, "both be -1")]:
+        with pytest.raises(ValueError, match=match):
+            parallel.make_mesh(data, fsdp)
 
 
 @pytest.mark.parametrize("key, value, culprit", [
@@ -57,7 +71,7 @@ def test_indivisible_batch_raises_before_compute(key, value, culprit):
         section, name = key.split(".")
         c[section][name] = value
     with pytest.raises(ValueError, match=rf"{culprit}.*not divisible by the 8 devices"):
-        Trainer(c, mesh=parallel.make_mesh(8))
+        trainer.build(c, mesh=parallel.make_mesh(2, 4))
 
 
 def _free_port() -> int:
@@ -67,12 +81,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_in_lockstep(single_device, tmp_path):
-    """2 processes x 1 CPU device each, one global mesh of 2: both end with the single-device params."""
+@pytest.mark.parametrize("fsdp", [1, 2])
+def test_two_processes_train_in_lockstep(single_device, tmp_path, fsdp):
+    """2 processes x 1 CPU device each, one global mesh of 2 (data or fsdp): both end with the
+    single-device params."""
     port = _free_port()
     procs, outs = [], []
     for i in range(2):
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+               "SEPO_TEST_FSDP": str(fsdp),
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
         outs.append(tmp_path / f"process{i}.npz")
         procs.append(subprocess.Popen([sys.executable, WORKER, str(outs[-1])], env=env, stdout=subprocess.PIPE,

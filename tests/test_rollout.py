@@ -72,9 +72,9 @@ def test_shared_prefill_equals_every_copy():
 
     c = tiny()
     c.rollout.group_size = 4
-    t = trainer.Trainer(c)
+    t, params, frozen = trainer.build(c)
     lay = t.layout
-    learner = t.policy.learner(t.initial_params, t.frozen)
+    learner = t.policy.learner(params, frozen)
     grouped = []
 
     def shared(*args, group_size=1):

@@ -30,7 +30,7 @@ def test_demonstrators_are_drawn_in_the_papers_proportions():
 
 def test_expert_targets_are_distributions_on_the_legal_actions():
     game = games.make("ipd")
-    t = trainer.Trainer(tiny("ipd"))
+    t, _, _ = trainer.build(tiny("ipd"))
     num = 16
     expert = sft.demonstrator_ids(game, jax.random.key(1), num)
     opponent = jnp.full(num, game.opponent_id("TitForTat"), jnp.int32)
@@ -72,13 +72,13 @@ def test_demonstrator_warm_start_learns_the_mixtures_marginal():
     c.model.hidden_size, c.model.num_layers, c.model.num_heads, c.model.intermediate_size = 64, 2, 4, 192
     c.rollout.learner_seat = 0
     c.sft.expert, c.sft.steps, c.sft.episodes = "demonstrators", 400, 64
-    t = trainer.Trainer(c)
+    t, params, frozen = trainer.build(c)
     want = _mixture_marginal(t.game, list(t.game.demonstrators), list(t.game.demonstrators.values()))
-    state = t.init_state()
+    state, step = trainer.init_state(t, params), trainer.make_sft_step(t)
     for _ in range(c.sft.steps):
-        state, _ = t.sft_step(state)
+        state, _ = step(state, frozen)
     gap = lambda table: max(abs(np.asarray(table)[r, 1] - p[1]) for r, p in want.items())  # noqa: E731
-    err, untrained = gap(t.strategy(state["params"])), gap(t.strategy(t.initial_params))
+    err, untrained = gap(trainer.strategy(t, state.params, frozen)), gap(trainer.strategy(t, params, frozen))
     assert err < 0.1 and err < 0.25 * untrained, (err, untrained)
 
 
@@ -95,13 +95,12 @@ def test_evaluation_payoff_matches_the_exact_value_of_the_read_out_strategy():
     opponent equals the exact value of the model's read-out table against that opponent's table."""
     c = tiny(num_hands=1)
     c.rollout.learner_seat = 0
-    t = trainer.Trainer(c)
+    t, params, frozen = trainer.build(c)
     game = t.game
-    params = t.initial_params
-    learner = np.asarray(t.strategy(params))
+    learner = np.asarray(trainer.strategy(t, params, frozen))
     states, mover, rows = readout.infoset_states(game)
     episodes = 4096
-    m, _ = t.evaluate(params, jax.random.key(3), episodes)
+    m, _ = trainer.make_evaluate(t, episodes)(params, frozen, jax.random.key(3))
     exact = []
     for name in game.pools["train"]:
         probs = jax.vmap(lambda s, p: game.opponent_probs(game.opponent_id(name), s, p))(states, mover)

@@ -52,11 +52,11 @@ def test_metrics_follow_the_contract_and_resume_continues_the_same_trajectory(tm
 def test_warm_start_lowers_nash_conv():
     c = tiny(steps=0)
     c.sft.steps = 40  # the learning-rate schedule spans the warm start
-    t = trainer.Trainer(c)
-    state = t.init_state()
+    setup, params, frozen = trainer.build(c)
+    state, step = trainer.init_state(setup, params), trainer.make_sft_step(setup)
     first = last = None
     for i in range(40):
-        state, m = t.sft_step(state)
+        state, m = step(state, frozen)
         first = float(m["nash_conv"]) if first is None else first
         last = float(m["nash_conv"])
     assert last < 0.5 * first
@@ -73,6 +73,9 @@ def test_nonfinite_updates_are_skipped():
     assert not bool(finite) and np.array_equal(new["w"], params["w"])
     new, _, finite = trainer._apply(tx, {"w": jnp.ones(3)}, opt, params, jnp.float32(1.0))
     assert bool(finite) and np.allclose(new["w"], 0.9)
+    huge = optax.sgd(1e30)  # finite loss and gradients whose update overflows the weights
+    new, _, finite = trainer._apply(huge, {"w": jnp.full(3, 1e10)}, huge.init(params), params, jnp.float32(1.0))
+    assert not bool(finite) and np.array_equal(new["w"], params["w"])
 
 
 @pytest.mark.parametrize(
@@ -119,20 +122,19 @@ def test_reasoning_responses_are_rescored_as_sampled():
 
     c = tiny()
     c.rollout.reasoning_budget = 3
-    t = trainer.Trainer(c)
-    params = t.initial_params
+    t, params, frozen = trainer.build(c)
     lay = t.layout
 
     @jax.jit
-    def run(key):
-        traj = rollout.rollout(t.game, t.renderer, t.policy.learner(params, t.frozen), jnp.asarray(lay.opponent),
+    def run(params, frozen, key):
+        traj = rollout.rollout(t.game, t.renderer, t.policy.learner(params, frozen), jnp.asarray(lay.opponent),
                                jnp.asarray(lay.seat), key)
         f = trainer._flat
-        logp, _, tokens = t.policy.response(params, t.frozen, f(traj.prompt_ids), f(traj.prompt_mask), f(traj.legal),
+        logp, _, tokens = t.policy.response(params, frozen, f(traj.prompt_ids), f(traj.prompt_mask), f(traj.legal),
                                             f(traj.action), f(traj.reasoning), f(traj.reasoning_mask))
         return traj, logp, tokens
 
-    traj, logp, tokens = run(jax.random.key(0))
+    traj, logp, tokens = run(params, frozen, jax.random.key(0))
     valid = np.asarray(trainer._flat(traj.valid))
     assert traj.reasoning.shape[-1] == 3 and bool(traj.reasoning_mask.any())
     np.testing.assert_allclose(np.asarray(logp)[valid], np.asarray(trainer._flat(traj.logp))[valid], atol=2e-4)
@@ -175,11 +177,11 @@ def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
         c.grpo.learning_rate = 1e-2
         c.sepo.credit = credit
         c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x = lambdas
-        t = trainer.Trainer(c)
-        state = t.start_sepo(t.init_state())
+        setup, params, frozen = trainer.build(c)
+        state, step = trainer.start_sepo(trainer.init_state(setup, params)), trainer.make_sepo_step(setup)
         for _ in range(c.steps):
-            state, _ = t.sepo_step(state)
-        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state["params"])])
+            state, _ = step(state, frozen)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
 
     lam = tuple(default_config("kuhn").sepo[k] for k in ("lambda_e", "lambda_c", "lambda_x"))
     assert lam[0] > 0 and lam[1] > 0
@@ -187,3 +189,25 @@ def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
     moved = np.abs(base - params_after("credited", lam)).max()
     same = np.abs(base - params_after("shared", lam)).max()
     assert moved > 1e-3 and same < 1e-3 * moved, (same, moved)
+
+
+def test_microbatched_update_equals_the_whole_batch():
+    """`grpo.microbatches` slices the update's decisions and sums the gradients: the same step."""
+
+    def after(m):
+        c = tiny(steps=1)
+        c.grpo.learning_rate, c.grpo.microbatches = 1e-2, m
+        setup, params, frozen = trainer.build(c)
+        state, step = trainer.start_sepo(trainer.init_state(setup, params)), trainer.make_sepo_step(setup)
+        state, metrics = step(state, frozen)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]), metrics
+
+    (whole, m1), (sliced, m4) = after(1), after(3)
+    assert np.abs(whole - after(1)[0]).max() == 0.0
+    np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)
+    for k in ("loss", "kl", "clip_fraction", "entropy", "advantage_mean", "advantage_std"):
+        assert float(m4[k]) == pytest.approx(float(m1[k]), rel=1e-5, abs=1e-6), k
+    c = tiny()
+    c.grpo.microbatches = 5
+    with pytest.raises(ValueError, match="grpo.microbatches=5 does not divide"):
+        trainer.build(c)

@@ -96,7 +96,9 @@ def test_family_variant_runs(family):
     assert layers == ("sliding_attention", "full_attention", "sliding_attention")
   if family == "gemma3":
     assert layers.count("full_attention") == 1 and layers[5] == "full_attention"
-    assert model.layers[0].self_attn.rope[1] == 1e4 and model.layers[5].self_attn.rope[1] == 1e6
+    rope = transformer.rope_tables(model.config)
+    np.testing.assert_array_equal(rope[0], transformer._inv_freq(8, 1e4, None))
+    np.testing.assert_array_equal(rope[5], transformer._inv_freq(8, 1e6, model.config.rope_scaling))
 
 
 def test_sliding_window_limits_context():
@@ -165,7 +167,7 @@ def test_embedded_config_is_a_few_million_params():
 def test_bfloat16_params_give_float32_logits():
   cfg = ModelConfig(**BASE, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
   model = Decoder(cfg, rngs=nnx.Rngs(0))
-  assert model.layers[0].self_attn.q_proj.kernel[...].dtype == jnp.bfloat16
+  assert model.layers.self_attn.q_proj.kernel[...].dtype == jnp.bfloat16
   logits = forward(model, jnp.arange(5)[None])
   assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
 

@@ -60,11 +60,12 @@ def _assert_same(a, b, atol=0.0):
 
 def test_name_table_follows_the_family():
     llama = name_table(ModelConfig(vocab_size=32, tie_embeddings=False, **CONFIG))
-    assert llama["model.layers.1.self_attn.q_proj.weight"][1:] == (True, (64, 64))
-    assert llama["lm_head.weight"][1:] == (True, (32, 64))
-    assert llama["model.embed_tokens.weight"][1:] == (False, (32, 64))
+    assert llama["model.layers.1.self_attn.q_proj.weight"] == (("layers", "self_attn", "q_proj", "kernel"), 1, True,
+                                                               (64, 64))
+    assert llama["lm_head.weight"][1:] == (None, True, (32, 64))
+    assert llama["model.embed_tokens.weight"][1:] == (None, False, (32, 64))
     qwen2 = name_table(ModelConfig(vocab_size=32, family="qwen2", attention_bias=True, **CONFIG))
-    assert "lm_head.weight" not in qwen2 and qwen2["model.layers.0.self_attn.k_proj.bias"][2] == (32,)
+    assert "lm_head.weight" not in qwen2 and qwen2["model.layers.0.self_attn.k_proj.bias"][3] == (32,)
     gemma3 = name_table(ModelConfig(vocab_size=32, family="gemma3", qk_norm=True, sliding_window=4, **CONFIG))
     assert {"model.layers.0.self_attn.q_norm.weight", "model.layers.0.pre_feedforward_layernorm.weight"} <= set(gemma3)
 
@@ -88,7 +89,7 @@ def test_sharded_index_and_bf16(saved, copy):
     (copy / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {n: f for f, part in shards.items() for n in part}}))
     loaded, _ = load(copy, dtype=jnp.bfloat16)
-    assert loaded.layers[0].mlp.up_proj.kernel[...].dtype == jnp.bfloat16
+    assert loaded.layers.mlp.up_proj.kernel[...].dtype == jnp.bfloat16
     _assert_same(model, loaded, atol=2e-2)
 
 
@@ -97,7 +98,7 @@ def test_placement_with_a_sharding(saved):
     mesh = jax.make_mesh((1,), ("data",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     model, _ = load(folder, sharding=replicated)
-    assert model.layers[1].self_attn.o_proj.kernel[...].sharding == replicated
+    assert model.layers.self_attn.o_proj.kernel[...].sharding == replicated
     seen = {}
 
     def by_name(name, shape):
@@ -105,7 +106,7 @@ def test_placement_with_a_sharding(saved):
         return replicated
 
     model, _ = load(folder, sharding=by_name)
-    assert seen["layers.0.self_attn.q_proj.kernel"] == (64, 64)
+    assert seen["layers.self_attn.q_proj.kernel"] == (2, 64, 64)
     assert seen["lm_head.kernel"] == (64, model.config.vocab_size)
     model, _ = load("embedded", sharding=replicated)
     assert model.embed_tokens.weight[...].sharding == replicated

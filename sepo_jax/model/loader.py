@@ -33,28 +33,31 @@ def smollm2_path() -> str:
     return path
 
 
-def load(source: str | os.PathLike, *, dtype=jnp.float32, seed: int = 0, rngs: nnx.Rngs | None = None,
-         sharding: weights.Sharding = None, config_overrides: dict | None = None
+def load(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None, remat: str = "none", seed: int = 0,
+         rngs: nnx.Rngs | None = None, sharding: weights.Sharding = None, config_overrides: dict | None = None
          ) -> tuple[Decoder, tokenizer_lib.Tokenizer]:
-    """(model, tokenizer) from `source` (see the module docstring); parameters in `dtype`, placed with
-    `sharding` (a `jax.sharding.Sharding`, or a function of (parameter name, shape) returning one).
+    """(model, tokenizer) from `source` (see the module docstring): computing in `dtype` with parameters
+    stored in `param_dtype` (default: `dtype`; e.g. bfloat16 compute over float32 master weights), layers
+    rematerialised per `remat` ("none" | "full" | "dots"), placed with `sharding` (a `jax.sharding.Sharding`,
+    or a function of (parameter name, shape) returning one).
     `seed`/`rngs`/`config_overrides` (fields of `embedded_config`) only matter for "embedded", whose
     weights are freshly initialised."""
     source = os.fspath(source)
+    fields = dict(dtype=dtype, param_dtype=dtype if param_dtype is None else param_dtype, remat=remat)
     if source == "embedded":
         from sepo_jax.games import template_texts
 
         tok = tokenizer_lib.embedded_tokenizer(template_texts())
-        config = embedded_config(tok.vocab_size, dtype=dtype, param_dtype=dtype, **(config_overrides or {}))
+        config = embedded_config(tok.vocab_size, **(fields | (config_overrides or {})))
         model = Decoder(config, rngs=rngs or nnx.Rngs(seed))
         return (model if sharding is None else _placed(model, sharding)), tok
     if source == "smollm2-135m":
         source = smollm2_path()
     if source.endswith(".gguf"):
-        model, tok, _ = weights.load_gguf(source, dtype=dtype, sharding=sharding)
+        model, tok, _ = weights.load_gguf(source, sharding=sharding, **fields)
     elif os.path.isdir(source):
         tok = tokenizer_lib.from_file(source)  # first: a missing tokenizer fails before reading weights
-        model, _ = weights.load_hf(source, dtype=dtype, sharding=sharding)
+        model, _ = weights.load_hf(source, sharding=sharding, **fields)
     else:
         raise ValueError(f"unknown model source {source!r}: expected a Hugging Face folder, a .gguf file "
                          f"or one of {NAMED_SOURCES}")

@@ -159,10 +159,33 @@ def _check_actions(action_ids, action_len, legal_mask, rows):
 
 def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action_len, legal_mask, *,
                      temperature: float = 1.0) -> jax.Array:
-  """[B, A] log-probs of the legal actions, renormalised; -inf on illegal ones. Differentiable."""
+  """[B, A] log-probs of the legal actions, renormalised; -inf on illegal ones. Differentiable.
+
+  One forward pass without a KV cache: the prompt, then every action's tokens as branches of it
+  (tree attention), the LM head only where a token is predicted. A cache carried through the
+  differentiated layer scan would be saved once per layer for the backward pass."""
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
-  last, cache = prefill(model, prompt_ids, prompt_mask, _branch_slots(action_ids), 1)
-  return _renormalise(_action_scores(model, cache, last, action_ids, action_len, temperature), legal_mask)
+  rows, length = prompt_ids.shape
+  num_actions, width = action_ids.shape
+  steps = jnp.arange(width - 1)
+  branch = lambda x: jnp.broadcast_to(x.reshape(-1), (rows, x.size))  # noqa: E731
+  mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
+  prompt_mask = prompt_mask.astype(bool)
+  ids = jnp.concatenate([prompt_ids, branch(action_ids[:, :-1])], axis=1)
+  full_mask = jnp.concatenate([prompt_mask, branch(mask)], axis=1)
+  count = prompt_mask.sum(axis=1, dtype=jnp.int32)[:, None]
+  positions = jnp.concatenate([jnp.cumsum(prompt_mask, axis=1, dtype=jnp.int32) - 1,
+                               count + branch(jnp.broadcast_to(steps, mask.shape))], axis=1)
+  segments = jnp.concatenate([jnp.zeros((rows, length), jnp.int32),
+                              branch(jnp.broadcast_to(jnp.arange(1, num_actions + 1)[:, None], mask.shape))], axis=1)
+  logits = model(ids, full_mask, positions=positions, segment_ids=segments,
+                 output_positions=jnp.arange(length - 1, ids.shape[1]))
+  scores = _log_softmax_at(logits[:, :1], jnp.broadcast_to(action_ids[:, 0], (rows, num_actions)), temperature)
+  if width > 1:
+    lp = _log_softmax_at(logits[:, 1:].reshape(rows, num_actions, width - 1, -1),
+                         jnp.broadcast_to(action_ids[:, 1:], (rows, num_actions, width - 1)), temperature)
+    scores = scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
+  return _renormalise(scores, legal_mask)
 
 
 def _choose(logprobs_all, key, temperature):

@@ -1,20 +1,37 @@
 """Flax NNX decoder for the Llama (incl. SmolLM2), Qwen2/2.5, Qwen3 and Gemma 2/3 families.
 
-Parameter tree (mirrors Hugging Face names; Linear kernels are stored [in, out], i.e. HF ``weight.T``)::
+The decoder layers are one stacked module (every layer parameter has a leading layer axis) run by one
+``jax.lax.scan``, rematerialised per ``ModelConfig.remat``, so program size and compile time do not grow
+with depth. Layers of different types share the stack: a scanned per-layer flag picks the sliding or the
+full mask (both built once) and a scanned per-layer RoPE frequency table gives gemma3's sliding layers
+``rope_local_theta``.
 
-    embed_tokens.weight                       [V, H]
-    layers[i].input_layernorm.weight          [H]
-    layers[i].self_attn.{q,k,v,o}_proj.kernel (+ .bias on q/k/v for qwen2, on all four for llama
-                                              attention_bias)
-    layers[i].self_attn.{q,k}_norm.weight     [head_dim]          (qwen3, gemma3)
-    layers[i].post_attention_layernorm.weight [H]  (llama/qwen: the pre-MLP norm; gemma: post-attn norm,
-                                              exactly as HF names them)
-    layers[i].pre_feedforward_layernorm.weight, layers[i].post_feedforward_layernorm.weight   (gemma)
-    layers[i].mlp.{gate,up,down}_proj.kernel
-    norm.weight                               [H]
-    lm_head.kernel                            [H, V]              (absent when tie_embeddings)
+Parameter tree (mirrors Hugging Face names; Linear kernels are stored [in, out], i.e. HF ``weight.T``;
+L = num_layers, N/K = query/key-value heads, D = head_dim, F = intermediate size). Each parameter carries its
+logical axis names as ``out_sharding`` metadata (``nnx.get_partition_spec`` reads them); a bias is named
+after its kernel's output axis::
 
-Every ``Linear`` has a ``lora`` slot (``None`` unless ``sepo_jax.model.lora`` attaches an adapter).
+    embed_tokens.weight                     [V, H]        (vocab, embed)
+    layers.input_layernorm.weight           [L, H]        (layers, norm)
+    layers.self_attn.q_proj.kernel          [L, H, N*D]   (layers, embed, q_heads)
+    layers.self_attn.{k,v}_proj.kernel      [L, H, K*D]   (layers, embed, kv_heads)
+    layers.self_attn.o_proj.kernel          [L, N*D, H]   (layers, q_heads, embed)
+        (+ .bias on q/k/v for qwen2, on all four for llama attention_bias)
+    layers.self_attn.{q,k}_norm.weight      [L, D]        (layers, head_dim)      (qwen3, gemma3)
+    layers.post_attention_layernorm.weight  [L, H]        (llama/qwen: the pre-MLP norm; gemma: post-attn
+                                                          norm, exactly as HF names them)
+    layers.{pre,post}_feedforward_layernorm.weight  [L, H]                        (gemma)
+    layers.mlp.{gate,up}_proj.kernel        [L, H, F]     (layers, embed, mlp)
+    layers.mlp.down_proj.kernel             [L, F, H]     (layers, mlp, embed)
+    norm.weight                             [H]           (norm)
+    lm_head.kernel                          [H, V]        (embed, vocab)          (absent when tie_embeddings)
+
+Row i of ``layers.<name>`` is HF's ``model.layers.{i}.<name>`` (``weights.py`` holds the map). Every
+``Linear`` has a ``lora`` slot (``None`` unless ``sepo_jax.model.lora`` attaches an adapter).
+
+``dtype`` is the compute dtype (matmuls, activations, KV cache) and ``param_dtype`` the stored one: with
+bfloat16 compute and float32 parameters, weights are cast at each use. RMS statistics, attention scores and
+softmax, and the logits are float32 whatever ``dtype``.
 
 Calling convention:
 
@@ -44,6 +61,9 @@ from flax import nnx
 
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
 _ROPE_TYPES = ("default", "linear", "llama3")
+# jax.checkpoint policy of the scanned layer body per ``ModelConfig.remat`` ("none": no remat).
+REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +93,15 @@ class ModelConfig:
   final_logit_softcapping: float | None = None
   sliding_window: int | None = None
   layer_types: tuple[str, ...] | None = None  # "full_attention" / "sliding_attention" per layer
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  dtype: Any = jnp.float32  # compute
+  param_dtype: Any = jnp.float32  # storage
+  remat: str = "none"  # "none" | "full" | "dots" (REMAT_POLICIES)
 
   def __post_init__(self):
     if self.family not in FAMILIES:
       raise ValueError(f"ModelConfig.family={self.family!r}; expected one of {FAMILIES}")
+    if self.remat != "none" and self.remat not in REMAT_POLICIES:
+      raise ValueError(f"ModelConfig.remat={self.remat!r}; expected 'none' or one of {tuple(REMAT_POLICIES)}")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.hidden_act not in ("silu", "gelu_tanh"):
@@ -203,29 +226,58 @@ def _init(std):
   return jax.nn.initializers.normal(std)
 
 
-class Linear(nnx.Module):
-  """y = x @ kernel (+ bias) (+ lora(x)); kernel stored [in, out]."""
+def param(value: jax.Array, names: tuple[str, ...], kind: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
+  """A parameter carrying its logical axis names. The names are only metadata here (never eager sharding:
+  the mesh rules that map them to mesh axes live in ``sepo_jax.parallel``)."""
+  return kind(value, out_sharding=names, eager_sharding=False)
 
-  def __init__(self, in_features: int, out_features: int, *, bias: bool, dtype, param_dtype, rngs: nnx.Rngs):
-    self.kernel = nnx.Param(_init(0.02)(rngs.params(), (in_features, out_features), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if bias else None
+
+def stacked(n: int, make, rngs: nnx.Rngs) -> nnx.Module:
+  """``make(rngs)`` initialised n times independently, as one module whose parameters have a leading
+  ``layers`` axis (named so in their metadata)."""
+
+  @nnx.split_rngs(splits=n)
+  @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+  def build(r):
+    return make(r)
+
+  return build(rngs)
+
+
+def gathered(tree):
+  """Weights whole where they are used, when the caller traces under a mesh
+  (`jax.sharding.use_abstract_mesh`): FSDP keeps each weight sharded at rest and gathers it for its
+  use (inside the layer scan: one layer at a time), so activations are computed exactly as on one
+  device instead of from partial sums over sharded hidden dimensions."""
+  if jax.sharding.get_abstract_mesh().empty:
+    return tree
+  return jax.tree.map(lambda w: jax.lax.with_sharding_constraint(w, jax.sharding.PartitionSpec()), tree)
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias) (+ lora(x)); kernel stored [in, out], logical axes ``names`` (in, out)."""
+
+  def __init__(self, in_features: int, out_features: int, *, names: tuple[str, str], bias: bool, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    self.kernel = param(_init(0.02)(rngs.params(), (in_features, out_features), param_dtype), names)
+    self.bias = param(jnp.zeros((out_features,), param_dtype), names[1:]) if bias else None
     self.lora = nnx.data(None)
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+  def __call__(self, x: jax.Array, out_dtype=None) -> jax.Array:
+    y = jnp.dot(x.astype(self.dtype), gathered(self.kernel[...]).astype(self.dtype), preferred_element_type=out_dtype)
     if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
+      y = y + self.bias[...].astype(y.dtype)
     if self.lora is not None:
-      y = y + self.lora(x).astype(self.dtype)
+      y = y + self.lora(x).astype(y.dtype)
     return y
 
 
 class RMSNorm(nnx.Module):
   """Llama form ``w * norm(x)`` or Gemma form ``(1 + w) * norm(x)`` (weight initialised to 0)."""
 
-  def __init__(self, dim: int, *, eps: float, plus_one: bool, param_dtype):
-    self.weight = nnx.Param((jnp.zeros if plus_one else jnp.ones)((dim,), param_dtype))
+  def __init__(self, dim: int, *, eps: float, plus_one: bool, param_dtype, name: str = "norm"):
+    self.weight = param((jnp.zeros if plus_one else jnp.ones)((dim,), param_dtype), (name,))
     self.eps = eps
     self.plus_one = plus_one
 
@@ -239,10 +291,10 @@ class RMSNorm(nnx.Module):
 
 class Embedding(nnx.Module):
   def __init__(self, vocab: int, dim: int, *, param_dtype, rngs: nnx.Rngs):
-    self.weight = nnx.Param(_init(0.02)(rngs.params(), (vocab, dim), param_dtype))
+    self.weight = param(_init(0.02)(rngs.params(), (vocab, dim), param_dtype), ("vocab", "embed"))
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    return jnp.take(self.weight[...], ids, axis=0)
+    return jnp.take(gathered(self.weight[...]), ids, axis=0)
 
 
 def _inv_freq(head_dim: int, theta: float, scaling: tuple | None) -> jax.Array:
@@ -263,6 +315,13 @@ def _inv_freq(head_dim: int, theta: float, scaling: tuple | None) -> jax.Array:
   return inv
 
 
+def rope_tables(cfg: ModelConfig) -> jax.Array:
+  """[L, head_dim/2] inverse RoPE frequencies of every layer (gemma3's sliding layers: rope_local_theta)."""
+  full = _inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+  local = _inv_freq(cfg.head_dim, cfg.rope_local_theta, None) if cfg.rope_local_theta else full
+  return jnp.stack([local if t == "sliding_attention" else full for t in cfg.layer_types])
+
+
 def _rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
   """HF rotate-half RoPE. x [B,T,N,D], positions [B,T]."""
   freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,T,D/2]
@@ -273,29 +332,28 @@ def _rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-  def __init__(self, cfg: ModelConfig, layer_type: str, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     h, d = cfg.hidden_size, cfg.head_dim
-    lin = lambda i, o, b: Linear(i, o, bias=b, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
-    self.q_proj = lin(h, cfg.num_heads * d, cfg.attention_bias)
-    self.k_proj = lin(h, cfg.num_kv_heads * d, cfg.attention_bias)
-    self.v_proj = lin(h, cfg.num_kv_heads * d, cfg.attention_bias)
-    self.o_proj = lin(cfg.num_heads * d, h, cfg.attention_bias and cfg.family == "llama")
+    lin = lambda i, o, names, b: Linear(i, o, names=names, bias=b, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                        rngs=rngs)
+    self.q_proj = lin(h, cfg.num_heads * d, ("embed", "q_heads"), cfg.attention_bias)
+    self.k_proj = lin(h, cfg.num_kv_heads * d, ("embed", "kv_heads"), cfg.attention_bias)
+    self.v_proj = lin(h, cfg.num_kv_heads * d, ("embed", "kv_heads"), cfg.attention_bias)
+    self.o_proj = lin(cfg.num_heads * d, h, ("q_heads", "embed"), cfg.attention_bias and cfg.family == "llama")
     if cfg.qk_norm:
-      self.q_norm = RMSNorm(d, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma, param_dtype=cfg.param_dtype)
-      self.k_norm = RMSNorm(d, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma, param_dtype=cfg.param_dtype)
-    sliding = layer_type == "sliding_attention"
-    self.window = cfg.sliding_window if sliding else None
-    theta = cfg.rope_local_theta if (sliding and cfg.rope_local_theta) else cfg.rope_theta
-    scaling = None if (sliding and cfg.rope_local_theta) else cfg.rope_scaling
-    self.rope = (d, theta, scaling)
+      norm = lambda: RMSNorm(d, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma, param_dtype=cfg.param_dtype,
+                             name="head_dim")
+      self.q_norm, self.k_norm = norm(), norm()
     self.scale = (cfg.query_pre_attn_scalar or d) ** -0.5
     self.softcap = cfg.attn_logit_softcapping
     self.heads = (cfg.num_heads, cfg.num_kv_heads, d)
     self.qk_norm = cfg.qk_norm
 
-  def __call__(self, x, positions, layer, k_all, v_all, index, masks):
-    """x [B,T,H]; this layer's slice ``layer`` of the stacked caches [L,B,S,K,D] is written at slot
-    ``index`` in place (no per-step copy of the whole cache) and the caches are returned."""
+  def __call__(self, x, positions, inv_freq, allowed, cache):
+    """x [B,T,H], allowed [B,T,S]. Without a cache (``None``) the T keys are all there is (S = T); with
+    ``cache = (k_all, v_all, layer, index)`` this layer's slice of the stacked caches [L,B,S,K,D] is
+    written at slot ``index`` in place (no per-step copy of the whole cache) and ``(k_all, v_all)`` is
+    returned with the output."""
     b, t, _ = x.shape
     nh, nk, d = self.heads
     q = self.q_proj(x).reshape(b, t, nh, d)
@@ -303,30 +361,34 @@ class Attention(nnx.Module):
     v = self.v_proj(x).reshape(b, t, nk, d)
     if self.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
-    inv_freq = _inv_freq(*self.rope)
     q, k = _rope(q, positions, inv_freq), _rope(k, positions, inv_freq)
-    k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
-    v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
-    k_cache, v_cache = k_all[layer], v_all[layer]
+    if cache is None:
+      k_cache, v_cache = k, v
+    else:
+      k_all, v_all, layer, index = cache
+      k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
+      v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
+      k_cache, v_cache = k_all[layer], v_all[layer]
+      cache = (k_all, v_all)
     q = q.reshape(b, t, nk, nh // nk, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k_cache.astype(q.dtype),
                         preferred_element_type=jnp.float32) * self.scale
     if self.softcap:
       scores = jnp.tanh(scores / self.softcap) * self.softcap
-    allowed = masks[self.window]  # [B,T,S]
     # A finite floor keeps fully masked (padding) query rows NaN-free, in values and gradients.
     scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v_cache).reshape(b, t, nh * d)
-    return self.o_proj(out.astype(x.dtype)), k_all, v_all
+    return self.o_proj(out.astype(x.dtype)), cache
 
 
 class MLP(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    lin = lambda i, o: Linear(i, o, bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
-    self.gate_proj = lin(cfg.hidden_size, cfg.intermediate_size)
-    self.up_proj = lin(cfg.hidden_size, cfg.intermediate_size)
-    self.down_proj = lin(cfg.intermediate_size, cfg.hidden_size)
+    lin = lambda i, o, names: Linear(i, o, names=names, bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                     rngs=rngs)
+    self.gate_proj = lin(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"))
+    self.up_proj = lin(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"))
+    self.down_proj = lin(cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"))
     self.act = cfg.hidden_act
 
   def __call__(self, x):
@@ -336,11 +398,13 @@ class MLP(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-  def __init__(self, cfg: ModelConfig, layer_type: str, *, rngs: nnx.Rngs):
+  """One layer; the ``Decoder`` holds all of them as one stacked instance."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     norm = lambda: RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, plus_one=cfg.is_gemma,
                            param_dtype=cfg.param_dtype)
     self.input_layernorm = norm()
-    self.self_attn = Attention(cfg, layer_type, rngs=rngs)
+    self.self_attn = Attention(cfg, rngs=rngs)
     self.post_attention_layernorm = norm()
     if cfg.is_gemma:  # sandwich norms
       self.pre_feedforward_layernorm = norm()
@@ -348,13 +412,13 @@ class DecoderLayer(nnx.Module):
     self.mlp = MLP(cfg, rngs=rngs)
     self.sandwich = cfg.is_gemma
 
-  def __call__(self, x, positions, *cache_args):
-    h, k_all, v_all = self.self_attn(self.input_layernorm(x), positions, *cache_args)
+  def __call__(self, x, positions, inv_freq, allowed, cache):
+    h, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, allowed, cache)
     if self.sandwich:
       x = x + self.post_attention_layernorm(h)
-      return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), k_all, v_all
+      return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), cache
     x = x + h
-    return x + self.mlp(self.post_attention_layernorm(x)), k_all, v_all
+    return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
 class Decoder(nnx.Module):
@@ -364,12 +428,12 @@ class Decoder(nnx.Module):
     self.config = config
     self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, param_dtype=config.param_dtype,
                                   rngs=rngs)
-    self.layers = nnx.List([DecoderLayer(config, t, rngs=rngs) for t in config.layer_types])
+    self.layers = stacked(config.num_layers, lambda r: DecoderLayer(config, rngs=r), rngs)
     self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, plus_one=config.is_gemma,
                         param_dtype=config.param_dtype)
     if not config.tie_embeddings:
-      self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False, dtype=config.dtype,
-                            param_dtype=config.param_dtype, rngs=rngs)
+      self.lm_head = Linear(config.hidden_size, config.vocab_size, names=("embed", "vocab"), bias=False,
+                            dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
 
   def init_cache(self, batch: int, max_len: int) -> KVCache:
     c = self.config
@@ -381,8 +445,10 @@ class Decoder(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                cache: KVCache | None = None, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, last_only: bool = False):
-    """Returns float32 logits [B,T,V] ([B,1,V] with ``last_only``: prefill skips the LM head elsewhere),
+               segment_ids: jax.Array | None = None, last_only: bool = False,
+               output_positions: jax.Array | None = None):
+    """Returns float32 logits [B,T,V] ([B,1,V] with ``last_only``: prefill skips the LM head elsewhere;
+    [B,P,V] at the chunk indices ``output_positions`` [P], the only tokens a scorer needs),
     or ``(logits, cache)`` when a cache is passed.
 
     ``positions`` [B,T] override ``cache.next_pos + cumsum(mask) - 1``; ``segment_ids`` [B,T] (default 0)
@@ -391,42 +457,59 @@ class Decoder(nnx.Module):
     actions at once); the cache then ends at the longest branch.
     """
     b, t = input_ids.shape
+    c = self.config
     mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
     use_cache = cache is not None
-    if not use_cache:
-      cache = self.init_cache(b, t)
+    next_pos = cache.next_pos if use_cache else jnp.zeros((b,), jnp.int32)
     if positions is None:
-      positions = cache.next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+      positions = next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
     segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
-    index = cache.index
-    k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
-    k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-    k_seg = jax.lax.dynamic_update_slice(cache.segment, segments, (0, index))
+    if use_cache:
+      index = cache.index
+      k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
+      k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
+      k_seg = jax.lax.dynamic_update_slice(cache.segment, segments, (0, index))
+    else:
+      k_pos, k_valid, k_seg = positions, mask, segments
     seen = (k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
             & ((k_seg[:, None, :] == 0) | (k_seg[:, None, :] == segments[:, :, None])))
-    masks = {None: seen}
-    window = self.config.sliding_window
-    if window:
-      masks[window] = seen & (positions[:, :, None] - k_pos[:, None, :] < window)
+    local = None
+    if "sliding_attention" in c.layer_types:
+      local = seen & (positions[:, :, None] - k_pos[:, None, :] < c.sliding_window)
 
-    c = self.config
     x = self.embed_tokens(input_ids).astype(c.dtype)
     if c.is_gemma:
       x = x * jnp.asarray(c.hidden_size ** 0.5, c.dtype)
-    k_all, v_all = cache.k, cache.v
-    for i, layer in enumerate(self.layers):
-      x, k_all, v_all = layer(x, positions, i, k_all, v_all, index, masks)
+    graphdef, stack = nnx.split(self.layers)
+
+    def body(carry, xs):
+      x, kv = carry
+      params, layer, inv_freq, sliding = xs
+      params = gathered(params)
+      allowed = seen if local is None else jnp.where(sliding, local, seen)
+      x, kv = nnx.merge(graphdef, params)(x, positions, inv_freq, allowed,
+                                          None if kv is None else (*kv, layer, index))
+      return (x, kv), None
+
+    if c.remat != "none":
+      body = jax.checkpoint(body, policy=REMAT_POLICIES[c.remat], prevent_cse=False)
+    kinds = jnp.asarray([kind == "sliding_attention" for kind in c.layer_types])
+    (x, kv), _ = jax.lax.scan(body, (x, (cache.k, cache.v) if use_cache else None),
+                              (stack, jnp.arange(c.num_layers), rope_tables(c), kinds))
+    if output_positions is not None:
+      x = x[:, output_positions]
     x = self.norm(x[:, -1:] if last_only else x)
+    # The head accumulates in float32 whatever the compute dtype: log-probs feed importance ratios.
     if c.tie_embeddings:
-      logits = jnp.dot(x, self.embed_tokens.weight[...].astype(c.dtype).T)
+      logits = jnp.dot(x, gathered(self.embed_tokens.weight[...]).astype(c.dtype).T, preferred_element_type=jnp.float32)
     else:
-      logits = self.lm_head(x)
+      logits = self.lm_head(x, out_dtype=jnp.float32)
     logits = logits.astype(jnp.float32)
     if c.final_logit_softcapping:
       logits = jnp.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
     if not use_cache:
       return logits
     next_pos = jnp.maximum(cache.next_pos, jnp.max(jnp.where(mask, positions + 1, 0), axis=1))
-    new_cache = KVCache(k=k_all, v=v_all, pos=k_pos, valid=k_valid, segment=k_seg, index=index + t,
+    new_cache = KVCache(k=kv[0], v=kv[1], pos=k_pos, valid=k_valid, segment=k_seg, index=index + t,
                         next_pos=next_pos)
     return logits, new_cache

@@ -1,12 +1,12 @@
 """Checkpoint import/export without torch: Hugging Face safetensors folders and GGUF files.
 
-Hugging Face names are the lingua franca. The name table is read off the model itself: every NNX parameter
-path maps to one HF tensor (``layers.3.self_attn.q_proj.kernel`` <-> ``model.layers.3.self_attn.q_proj.weight``,
-kernels transposed because we store Linear kernels [in, out] and HF stores [out, in]), so the families
-differ only through `ModelConfig` and there is no per-family table to drift out of sync. A GGUF file is first
-translated to HF names and layout (`GGUF_NAMES`, dequantisation, llama.cpp's q/k row permutation undone),
-then goes through the same import. Every mismatch (missing, unexpected, wrong shape, non-float tensor)
-stops with an error naming the tensor before any array is built.
+Hugging Face names are the lingua franca. The name table is read off the model itself: every HF tensor is one
+NNX parameter, or one row of a stacked layer parameter (``model.layers.3.self_attn.q_proj.weight`` <-> row 3 of
+``layers.self_attn.q_proj.kernel``), kernels transposed because we store Linear kernels [in, out] and HF stores
+[out, in]; so the families differ only through `ModelConfig` and there is no per-family table to drift out of
+sync. A GGUF file is first translated to HF names and layout (`GGUF_NAMES`, dequantisation, llama.cpp's q/k
+row permutation undone), then goes through the same import. Every mismatch (missing, unexpected, wrong shape,
+non-float tensor) stops with an error naming the tensor before any array is built.
 """
 
 from __future__ import annotations
@@ -34,11 +34,17 @@ _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 # Name table: NNX path <-> HF name
 # --------------------------------------------------------------------------------------------------------
 
-def _hf_name(path: tuple) -> tuple[str, bool]:
-    """(HF tensor name, whether the array is transposed) of one NNX parameter path."""
+def _hf_names(path: tuple, shape: tuple[int, ...]) -> list[tuple[str, int | None, bool, tuple[int, ...]]]:
+    """(HF name, layer index (None: not stacked), transposed, HF shape) of every HF tensor held by the NNX
+    parameter at `path` of shape `shape`."""
     *module, leaf = (str(p) for p in path)
-    name = ".".join(module) + ".weight" if leaf == "kernel" else ".".join((*module, leaf))
-    return ("" if module[0] == "lm_head" else "model.") + name, leaf == "kernel"
+    transposed = leaf == "kernel"
+    name = ".".join((*module, "weight" if transposed else leaf))
+    if module[0] == "layers":  # stacked: row i is HF's model.layers.{i}.*
+        row = shape[1:][::-1] if transposed else shape[1:]
+        return [(f"model.layers.{i}.{name[len('layers.'):]}", i, transposed, row) for i in range(shape[0])]
+    return [(("" if module[0] == "lm_head" else "model.") + name, None, transposed,
+             shape[::-1] if transposed else shape)]
 
 
 def _abstract(config: ModelConfig):
@@ -47,18 +53,13 @@ def _abstract(config: ModelConfig):
     return graphdef, nnx.to_flat_state(state)
 
 
-def name_table(config: ModelConfig) -> dict[str, tuple[tuple, bool, tuple[int, ...]]]:
-    """HF name -> (NNX path, transposed, HF shape) for every parameter of a `Decoder(config)`."""
+def name_table(config: ModelConfig) -> dict[str, tuple[tuple, int | None, bool, tuple[int, ...]]]:
+    """HF name -> (NNX path, layer index or None, transposed, HF shape) for every tensor of a `Decoder(config)`."""
     return _table(_abstract(config)[1])
 
 
-def _table(flat) -> dict[str, tuple[tuple, bool, tuple[int, ...]]]:
-    table = {}
-    for path, var in flat:
-        name, transposed = _hf_name(path)
-        shape = var.get_value().shape
-        table[name] = (path, transposed, shape[::-1] if transposed else shape)
-    return table
+def _table(flat) -> dict[str, tuple[tuple, int | None, bool, tuple[int, ...]]]:
+    return {name: (path, *rest) for path, var in flat for name, *rest in _hf_names(path, var.get_value().shape)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def build_model(config: ModelConfig, tensors: TensorSource, *, sharding: Shardin
     if extra:
         raise ValueError(f"{tensors.origin}: unexpected tensor {extra[0]!r} ({len(extra)} unexpected in all); "
                          f"does config.json describe this checkpoint?")
-    for name, (_, _, shape) in table.items():
+    for name, (_, _, _, shape) in table.items():
         if tensors.shapes[name] != shape:
             raise ValueError(f"{tensors.origin}: tensor {name!r} has shape {tensors.shapes[name]}, "
                              f"the model expects {shape}")
@@ -107,15 +108,17 @@ def build_model(config: ModelConfig, tensors: TensorSource, *, sharding: Shardin
             raise ValueError(f"{tensors.origin}: tensor {name!r} has dtype {tensors.dtypes[name]}, "
                              "expected a floating-point type")
     values = {}
-    for name, (path, transposed, _) in table.items():
-        array = np.asarray(tensors.read(name))
-        array = array.T if transposed else array
-        place = sharding_for(sharding, path, array.shape)
-        array = np.asarray(array, config.param_dtype)
-        if not np.isfinite(array).all():  # NaN/inf in the file, or overflow in the dtype conversion
-            raise ValueError(f"{tensors.origin}: tensor {name!r} holds {int((~np.isfinite(array)).sum())} non-finite "
-                             f"values (NaN or inf) as {np.dtype(config.param_dtype).name}")
-        values[path] = jnp.asarray(array) if place is None else jax.device_put(array, place)
+    for path, var in flat:  # one parameter (a stack of L rows) at a time on the host
+        stack = np.empty(var.get_value().shape, config.param_dtype)
+        for name, layer, transposed, _ in _hf_names(path, stack.shape):
+            array = np.asarray(tensors.read(name))
+            array = np.asarray(array.T if transposed else array, config.param_dtype)
+            if not np.isfinite(array).all():  # NaN/inf in the file, or overflow in the dtype conversion
+                raise ValueError(f"{tensors.origin}: tensor {name!r} holds {int((~np.isfinite(array)).sum())} "
+                                 f"non-finite values (NaN or inf) as {np.dtype(config.param_dtype).name}")
+            stack[() if layer is None else layer] = array
+        place = sharding_for(sharding, path, stack.shape)
+        values[path] = jnp.asarray(stack) if place is None else jax.device_put(stack, place)
     state = nnx.from_flat_state([(path, var.replace(values[path])) for path, var in flat])
     return nnx.merge(graphdef, state)
 
@@ -155,8 +158,9 @@ def safetensors_source(folder: str) -> TensorSource:
     return TensorSource(shapes, dtypes, read, folder)
 
 
-def load_hf(folder: str, *, dtype=jnp.float32, sharding: Sharding = None) -> tuple[Decoder, dict]:
-    """(model, config.json dict) from a Hugging Face checkpoint folder."""
+def load_hf(folder: str, *, sharding: Sharding = None, **fields) -> tuple[Decoder, dict]:
+    """(model, config.json dict) from a Hugging Face checkpoint folder; `fields`: the `ModelConfig` fields
+    the checkpoint does not fix (dtype, param_dtype, remat)."""
     config_file = os.path.join(folder, "config.json")
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"no config.json in {folder}")
@@ -165,7 +169,7 @@ def load_hf(folder: str, *, dtype=jnp.float32, sharding: Sharding = None) -> tup
             hf_config = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"corrupted {config_file}: {e}") from e
-    config = ModelConfig.from_hf(hf_config, dtype=dtype, param_dtype=dtype)
+    config = ModelConfig.from_hf(hf_config, **fields)
     tensors = safetensors_source(folder)
     prefix = next((p for p in ("model.language_model.", "language_model.model.")
                    if p + "embed_tokens.weight" in tensors.shapes), None)
@@ -205,9 +209,9 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def load_gguf(file: str, *, dtype=jnp.float32, sharding: Sharding = None
-              ) -> tuple[Decoder, tokenizer_lib.Tokenizer, dict]:
-    """(model, tokenizer, HF-style config dict) from a GGUF file (llama / qwen2 / qwen3 architectures)."""
+def load_gguf(file: str, *, sharding: Sharding = None, **fields) -> tuple[Decoder, tokenizer_lib.Tokenizer, dict]:
+    """(model, tokenizer, HF-style config dict) from a GGUF file (llama / qwen2 / qwen3 architectures);
+    `fields` as for `load_hf`."""
     import gguf
     from gguf.quants import dequantize
 
@@ -239,8 +243,7 @@ def load_gguf(file: str, *, dtype=jnp.float32, sharding: Sharding = None
 
     source = TensorSource({n: tuple(int(d) for d in t.shape[::-1]) for n, t in tensors.items()},
                           {n: "float32" for n in tensors}, read, file)
-    config = ModelConfig.from_hf(hf_config, dtype=dtype, param_dtype=dtype)
-    model = build_model(config, source, sharding=sharding)
+    model = build_model(ModelConfig.from_hf(hf_config, **fields), source, sharding=sharding)
     return model, gguf_tokenizer(meta, file), hf_config
 
 
@@ -359,9 +362,10 @@ def save_hf(model: Decoder, tok: tokenizer_lib.Tokenizer | None, folder: str) ->
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         if "lora" in map(str, path):
             raise ValueError(f"parameter {'.'.join(map(str, path))} is a LoRA adapter; merge it before saving")
-        name, transposed = _hf_name(path)
         array = np.asarray(jax.device_get(var.get_value()))
-        arrays[name] = np.ascontiguousarray(array.T if transposed else array)
+        for name, layer, transposed, _ in _hf_names(path, array.shape):
+            row = array if layer is None else array[layer]
+            arrays[name] = np.ascontiguousarray(row.T if transposed else row)
     save_file(arrays, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(hf_config(model.config, tok), f, indent=2)

@@ -49,13 +49,16 @@ def kl_term(logp: jax.Array, ref_logp: jax.Array, mode: str) -> jax.Array:
 def policy_loss(logp, old_logp, ref_logp, adv, weight, *, clip_eps: float, clip_eps_high: float, beta: float,
                 kl: str):
     """Per-sample loss terms; `weight` [N] masks padding and carries token counts for token_mean.
-    Returns sums and the count to divide by, plus diagnostics sums."""
+    Returns sums and the count to divide by, plus diagnostics sums. Samples of weight 0 (padding
+    decisions, whose log-probs are -inf) contribute nothing, in values and gradients."""
+    used = weight > 0
+    logp, old_logp, ref_logp = (jnp.where(used, x, 0.0) for x in (logp, old_logp, ref_logp))
     ratio = jnp.exp(logp - old_logp)
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps_high)
     surrogate = jnp.minimum(ratio * adv, clipped * adv)
     kl_sample = kl_term(logp, ref_logp, kl)
     per = -surrogate + beta * kl_sample
-    was_clipped = (jnp.abs(ratio - clipped) > 0) & (weight > 0)
+    was_clipped = (jnp.abs(ratio - clipped) > 0) & used
     return dict(
         loss=(per * weight).sum(),
         kl=(kl_sample * weight).sum(),

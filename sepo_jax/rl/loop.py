@@ -8,8 +8,16 @@ metric lines written after it and continues the same trajectory (same config + s
 Faults: a process killed at any moment (even mid-save or mid-line) resumes exactly, because orbax
 commits a checkpoint only when it is complete and a torn last metrics line is dropped. A checkpoint
 that no longer restores is reported, moved to `damaged_checkpoints/`, and the run resumes from the
-newest one that does. Resuming with a config that would change the trajectory stops before any
-compute and names the keys that differ.
+newest one that does; each checkpoint carries a record (its config and a checksum of every array,
+committed with it), so flipped bytes or non-finite values count as damage too, and a resume is checked
+against the run's config even when config.json is lost. Resuming with a config that would change the
+trajectory stops before any compute and names the keys that differ. One run at a time holds a workdir
+(`workdir.Lock`); nothing is written there before the config and the model are known good, and a
+workdir holding metrics but no checkpoint of this config is never overwritten unless asked
+(`overwrite`). In a multi-process run every process trains and saves its
+part of each checkpoint, and process 0 alone writes the metrics, TensorBoard and config files; when a
+process dies the others stop with an error within the coordination service's heartbeat timeout
+(`parallel.initialize_distributed`), and rerunning every process resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -24,11 +32,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from .trainer import Trainer
+from .. import workdir as workdir_lib
+from ..config import validate
+from ..errors import CheckpointError, MemoryBudgetError, WorkdirError
+from . import trainer
 
 CONTRACT_KEYS = ("step", "payoff", "exploit_pool_advantage", "collusion", "externality", "safety", "kl", "loss")
 # keys a resumed run may change: they do not alter the trajectory (the mesh: same metrics on 1 or many devices)
-RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh.data")
+RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh.data", "mesh.fsdp")
 
 
 class MetricsLog:
@@ -47,6 +58,9 @@ class MetricsLog:
                     if i == len(lines) - 1:  # torn by a kill mid-write
                         break
                     raise ValueError(f"{path}, line {i + 1}, is not JSON: {line[:80]!r}") from None
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError(f"{path}, line {i + 1}, is not a metrics record (a JSON object with an integer "
+                                     f"'step'): {line[:80]!r}; fix or delete that line, or start over with --overwrite")
                 if record["step"] <= keep_up_to:
                     kept.append(line if line.endswith("\n") else line + "\n")
             _write_atomically(path, "".join(kept))
@@ -69,13 +83,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def config_diff(saved_json: str, c: ml_collections.ConfigDict) -> list[str]:
+    """`key: old in the run, new now` for every key outside RESUMABLE_KEYS where `c` differs from a saved config."""
+    old, new = _flat(json.loads(saved_json)), _flat(json.loads(c.to_json()))
+    missing = "<absent>"
+    return [f"{k}: {old.get(k, missing)!r} in the run, {new.get(k, missing)!r} now" for k in sorted(old.keys() | new.keys())
+            if k not in RESUMABLE_KEYS and old.get(k, missing) != new.get(k, missing)]
+
+
 def check_resume_config(saved_json: str, c: ml_collections.ConfigDict, workdir: str) -> None:
     """Raise if `c` differs from the config a workdir's checkpoints were trained with in any key
     outside RESUMABLE_KEYS."""
-    old, new = _flat(json.loads(saved_json)), _flat(json.loads(c.to_json()))
-    missing = "<absent>"
-    diff = [f"{k}: {old.get(k, missing)!r} in the run, {new.get(k, missing)!r} now" for k in sorted(old.keys() | new.keys())
-            if k not in RESUMABLE_KEYS and old.get(k, missing) != new.get(k, missing)]
+    diff = config_diff(saved_json, c)
     if diff:
         raise ValueError(
             f"{workdir} holds checkpoints of a run with a different config, and resuming would mix two runs: "
@@ -84,18 +103,23 @@ def check_resume_config(saved_json: str, c: ml_collections.ConfigDict, workdir: 
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: dict, workdir: str) -> dict:
-    """The newest checkpoint that restores into `target` (or `target` when there is none). Newer ones
-    that fail while an older one restores are damaged: they are reported and moved aside."""
+    """The newest checkpoint that restores into `target` (or `target` when there is none) and passes its
+    checks: the checksums saved with it (`save_checkpoint`) match what was read, and every floating
+    value is finite. Newer ones that fail while an older one passes are damaged: they are reported and
+    moved aside."""
     failed = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
             state = manager.restore(step, args=ocp.args.StandardRestore(target))
+            why = workdir_lib.verify(state, manager.metadata(step).custom_metadata or {})
         except Exception as e:  # orbax and tensorstore raise many kinds; report which checkpoint and why
-            failed.append((step, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if why is not None:
+            failed.append((step, why))
             continue
         for bad, why in failed:
             aside = os.path.join(workdir, "damaged_checkpoints", str(bad))
-            print(f"sepo_jax: checkpoint step {bad} in {workdir} cannot be restored ({why}); moved to {aside}, "
+            print(f"sepo_jax: checkpoint step {bad} in {workdir} is damaged ({why}); moved to {aside}, "
                   f"resuming from step {step}", file=sys.stderr, flush=True)
             if jax.process_index() == 0:
                 os.makedirs(os.path.dirname(aside), exist_ok=True)
@@ -104,13 +128,118 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict, workdir: str) -
             manager.reload()
         return state
     if failed:
-        raise RuntimeError(f"no checkpoint in {workdir}/checkpoints restores into this config's model: "
+        raise CheckpointError(f"no checkpoint in {workdir}/checkpoints restores into this config's model: "
                            + "; ".join(f"step {s}: {w}" for s, w in failed))
     return target
 
 
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state, c: ml_collections.ConfigDict) -> None:
+    """Save `state` as checkpoint `step` (asynchronously) with its record, which orbax commits together
+    with the arrays: the config that defines the trajectory (so a resume is checked even when
+    config.json is lost) and a checksum of every array (so flipped bytes are caught on restore)."""
+    checksums, _ = workdir_lib.checksums(state)
+    record = {"config": json.loads(c.to_json()), "checksums": checksums}
+    manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=record)
+
+
+def check_existing_run(c: ml_collections.ConfigDict, workdir: str, *, announce: bool = True) -> None:
+    """Raise, before anything is written, when `workdir` holds a run that `c` would not continue: its
+    checkpoints were trained with a config that differs in a trajectory key (read from the newest
+    checkpoint's record, else config.json), or it holds metrics but no checkpoint and no config.json
+    saying they came from this same config (then training would erase them)."""
+    if not os.path.isdir(workdir):
+        return
+    saved, _ = workdir_lib.saved_config(workdir)
+    if workdir_lib.committed_steps(workdir):
+        if saved is not None:
+            check_resume_config(saved, c, workdir)
+        return
+    written = workdir_lib.metrics_written(workdir)
+    if not written:
+        return
+    diff = config_diff(saved, c) if saved is not None else None
+    if diff is None or diff:
+        why = ("no config.json says which run wrote them" if diff is None
+               else "they were written with another config (" + "; ".join(diff) + ")")
+        raise WorkdirError(
+            f"{workdir} holds metrics ({', '.join(written)}) but no checkpoint to resume from, and {why}; training "
+            "here would erase them. Pass --overwrite to delete the run's files there and start over, or use a new --workdir")
+    if announce:
+        print(f"sepo_jax: {workdir} holds metrics ({', '.join(written)}) of this config but no checkpoint; "
+              "starting again from step 0 (the same trajectory rewrites them)", file=sys.stderr, flush=True)
+
+
+def _prepare_workdir(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, overwrite: bool) -> None:
+    """Checks that read only, before the model is built: the path can hold a run, no other run holds
+    an existing workdir (refused at once), and the run there is one `c` continues."""
+    workdir_lib.check_usable(workdir)
+    if jax.process_index() == 0 and os.path.isdir(workdir):
+        lock.acquire()
+    if not overwrite:
+        check_existing_run(c, workdir, announce=False)
+
+
+def _open_workdir(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, overwrite: bool) -> None:
+    """Once the config and the model are known good: create and lock the workdir (process 0, which alone
+    writes the shared files), clear the run's files (`overwrite`) or check again under the lock."""
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        lock.acquire()
+        if overwrite:
+            removed = workdir_lib.clear(workdir)
+            if removed:
+                print(f"sepo_jax: --overwrite: removed {', '.join(removed)} from {workdir}", file=sys.stderr, flush=True)
+        else:
+            check_existing_run(c, workdir)
+    if jax.process_count() > 1:  # the others wait until process 0 has cleared or checked the workdir
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("sepo_jax: workdir ready")
+
+
+def device_memory() -> tuple[int | None, str]:
+    """Bytes one local device may use, and what they are: the accelerator's own limit, or on a CPU the
+    host's available memory shared by its devices."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"that one {device.device_kind} holds"
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except ImportError:
+        return None, ""
+    n = len(jax.local_devices())
+    return available // n, "of available host memory" + (f" per device ({n} share it)" if n > 1 else "")
+
+
+def check_memory(steps: list[tuple[str, object, str]], state, frozen) -> None:
+    """Stop before the first step when a step's compiled program needs more memory per device than a
+    device has (XLA's estimate: arguments + outputs - donated + temporaries + code), naming the keys that
+    shrink it. `steps` holds (name, jitted step, keys); the compile is the one the first call would do
+    anyway (jit reuses it)."""
+    limit, what = device_memory()
+    if limit is None:
+        return
+    for name, step, keys in steps:
+        stats = step.lower(state, frozen).compile().memory_analysis()
+        if stats is None:
+            continue
+        need = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+                + stats.temp_size_in_bytes + stats.generated_code_size_in_bytes)
+        if need > limit:
+            size = lambda b: f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"  # noqa: E731
+            raise MemoryBudgetError(
+                f"the {name} step needs about {size(need)} per device, more than the {size(limit)} {what}: lower {keys}, "
+                "or spread the batch and the parameters over more devices (config.mesh.data, config.mesh.fsdp) or "
+                "rematerialise (config.model.remat)")
+
+
 def _host(metrics: dict) -> dict:
-    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+    """Scalar metrics as floats, read from this process's own copy (a multi-process array's global
+    value is not fetchable, and every process holds the whole scalar)."""
+    return {k: float(np.asarray(v.addressable_data(0) if isinstance(v, jax.Array) else v)) for k, v in metrics.items()}
 
 
 def _checkpointer(workdir: str, c) -> ocp.CheckpointManager:
@@ -118,43 +247,69 @@ def _checkpointer(workdir: str, c) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
 
-def run(c: ml_collections.ConfigDict, workdir: str, *, progress: bool | None = None) -> dict:
-    """Train to `c.sft.steps + c.steps` total steps in `workdir`; returns the last logged metrics."""
-    os.makedirs(workdir, exist_ok=True)
+def run(c: ml_collections.ConfigDict, workdir: str, *, progress: bool | None = None, overwrite: bool = False,
+        on_ready=None) -> dict:
+    """Train to `c.sft.steps + c.steps` total steps in `workdir`; returns the last logged metrics.
+
+    Holds the workdir's lock for the run's life (`workdir.Lock`). Nothing is written to `workdir` until
+    the config is valid and the model is built; `overwrite` deletes an earlier run's files there first.
+    `on_ready()` is called once the config, the model, the workdir, the checkpoint and the metrics files
+    are checked and restored, before the steps are compiled (the CLI reports a ValueError raised before it as one line)."""
+    validate(c)
+    lock = workdir_lib.Lock(workdir)
+    try:
+        _prepare_workdir(c, workdir, lock, overwrite)
+        return _run(c, workdir, lock, progress, overwrite, on_ready)
+    finally:
+        lock.release()
+
+
+def _run(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, progress: bool | None, overwrite: bool,
+         on_ready) -> dict:
+    setup, params, frozen = trainer.build(c)
+    frozen = trainer.place_frozen(setup, frozen)
+    sft_step, sepo_step = trainer.make_sft_step(setup), trainer.make_sepo_step(setup)
+    primary = jax.process_index() == 0  # in a multi-process run one process writes the shared files
+    _open_workdir(c, workdir, lock, overwrite)
     manager = _checkpointer(workdir, c)
     config_path = os.path.join(workdir, "config.json")
-    if manager.all_steps() and os.path.exists(config_path):
-        with open(config_path) as f:
-            check_resume_config(f.read(), c, workdir)
-    trainer = Trainer(c)
-    _write_atomically(config_path, c.to_json(indent=2))
-    state = restore_latest(manager, trainer.init_state(), workdir)
-    step = int(state["step"])
+    if primary:
+        _write_atomically(config_path, c.to_json(indent=2))
+    state = restore_latest(manager, trainer.init_state(setup, params), workdir)
+    step = int(state.step)
     sft_steps, total = c.sft.steps, c.sft.steps + c.steps
-    sft_log = MetricsLog(os.path.join(workdir, "sft_metrics.jsonl"), step)
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), step - sft_steps)
-    from tensorboardX import SummaryWriter
+    if primary:
+        from tensorboardX import SummaryWriter
 
-    tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=step)
-    bar = _progress(progress, total, step)
+        sft_log = MetricsLog(os.path.join(workdir, "sft_metrics.jsonl"), step)
+        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), step - sft_steps)
+        tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=step)
+        bar = _progress(progress, total, step)
+    if on_ready is not None:
+        on_ready()
+    check_memory([("SFT", sft_step, "config.sft.episodes")] * (step < sft_steps)
+                 + [("SEPO", sepo_step, "config.rollout.group_size or config.rollout.groups_per_opponent, or raise config.grpo.microbatches")] * (step < total),
+                 state, frozen)
     last, t0, start = {}, time.time(), step
     while step < total:
         sepo = step >= sft_steps
         if step == sft_steps:
             state = trainer.start_sepo(state)
-        state, metrics = (trainer.sepo_step if sepo else trainer.sft_step)(state)
+        state, metrics = (sepo_step if sepo else sft_step)(state, frozen)
         step += 1
         phase_step = step - sft_steps if sepo else step
         if phase_step % c.log_every == 0 or step in (sft_steps, total) or (sepo and phase_step == 1):
             last = {"step": phase_step, **_host(metrics), "time": time.time() - t0}
-            (log if sepo else sft_log).write(last)
-            for k, v in last.items():
-                tb.add_scalar(f"{'sepo' if sepo else 'sft'}/{k}", v, step)
-            bar(step, last, sepo, (time.time() - t0) / (step - start) * (total - step))
+            if primary:
+                (log if sepo else sft_log).write(last)
+                for k, v in last.items():
+                    tb.add_scalar(f"{'sepo' if sepo else 'sft'}/{k}", v, step)
+                bar(step, last, sepo, (time.time() - t0) / (step - start) * (total - step))
         if step % c.checkpoint_every == 0 or step == total or step == sft_steps:
-            manager.save(step, args=ocp.args.StandardSave(state))
+            save_checkpoint(manager, step, state, c)
     manager.wait_until_finished()
-    tb.close()
+    if primary:
+        tb.close()
     return last
 
 

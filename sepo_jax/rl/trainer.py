@@ -1,16 +1,23 @@
-"""The trainer: jitted SFT and SEPO-GRPO steps over a Mesh, the loop, checkpoints and metrics.
+"""The training steps as pure functions: `build(c)` gives the static `Setup` (game, prompts, policy,
+layout, optimizers, mesh) with the trainable parameters and the frozen weights; `make_sft_step`,
+`make_sepo_step` and `make_evaluate` return jitted functions of explicit arguments,
+`step(state, frozen) -> (state, metrics)` with `state` a `TrainState`. Weights are always arguments,
+never closed over (a closed-over array is compiled into the program as a constant).
 
 One SEPO step, all inside one `jit`: read the model's strategy table and its exact best response
 (games with an exact solver), play every (pool, opponent) group, credit rewards, group-normalise,
 weight by pool, and apply one clipped-surrogate + KL update (skipped, and counted, if the loss or a
-gradient is not finite). The batch of episode slots is sharded over the mesh's data axis.
+gradient is not finite). The batch of episode slots is sharded over the mesh's `data` x `fsdp` axes,
+parameters and optimizer state by their logical axes (`parallel.logical_shardings`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -127,191 +134,305 @@ def _flat(x):
     return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
-class Trainer:
-    """Holds the static pieces (game, renderer, model graph, layout, optimizers) and jitted steps."""
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes: the trained parameters, the reference (SFT) parameters, both
+    optimizers' states, the step counter, the PRNG key and the count of skipped non-finite updates."""
 
-    def __init__(self, c: ml_collections.ConfigDict, mesh=None):
-        self.c = c
-        kwargs = {"num_hands": c.num_hands} if c.num_hands else {}
-        if c.compact_prompt:
-            kwargs["compact_prompt"] = True
-        self.game = games_lib.make(c.game, **kwargs)
-        self.mesh = mesh if mesh is not None else parallel.make_mesh(c.mesh.data)
-        self.layout = make_layout(self.game, c)
-        parallel.check_divisible(self.mesh, self.layout.opponent.shape[0], "the SEPO batch (rollout.group_size x groups)")
-        parallel.check_divisible(self.mesh, c.sft.episodes, "config.sft.episodes")
-        model, tok = _load_model(c)
-        wrap = tok.chat_wrap() if c.model.chat_template else ("", "")
-        self.tokenizer = tok
-        self.renderer = games_lib.PromptRenderer(self.game, tok, wrap=wrap)
-        trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
-        self.graphdef, params, self.frozen = nnx.split(model, trainable, ...)
-        suffix = jnp.asarray(tok.encode(c.rollout.reasoning_suffix), jnp.int32)
-        self.policy = Policy(self.graphdef, self.renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix,
-                             tok.eos_id)
-        self.lam = sepo.Lambdas(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, 3.0 / self.game.max_payoff)
-        self.exact = c.game in EXACT_SOLVER_GAMES
-        if self.exact:
-            states, mover, self.rows = readout.infoset_states(self.game)
-            self.readout_ids, self.readout_mask = jax.vmap(self.renderer.render, in_axes=(None, 0, 0))(self.game, states, mover)
-            self.readout_legal = states.legal_action_mask
-        if c.sft.expert == "equilibrium":
-            self.expert_table = jnp.asarray(cfr.equilibrium_table(self.game.name), jnp.float32)
-        self.sft_opt = optax.chain(
-            optax.clip_by_global_norm(c.sft.grad_clip),
-            optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.sft.learning_rate, max(1, int(c.sft.warmup * c.sft.steps)),
-                                                           max(2, c.sft.steps)), weight_decay=0.0),
-        )
-        self.rl_opt = optax.chain(optax.clip_by_global_norm(c.grpo.grad_clip),
-                                  optax.adamw(c.grpo.learning_rate, weight_decay=c.grpo.weight_decay))
-        self.initial_params = params
-        self.sft_step = jax.jit(self._sft_step, donate_argnums=0)
-        self.sepo_step = jax.jit(self._sepo_step, donate_argnums=0)
+    step: Array
+    key: Array
+    params: Any
+    ref_params: Any
+    sft_opt: Any
+    rl_opt: Any
+    skipped: Array
 
-    # ---- state ---------------------------------------------------------------------------------
-    def init_state(self) -> dict:
-        params = parallel.replicate(self.mesh, jax.tree.map(jnp.copy, self.initial_params))  # steps donate the state
-        return dict(
-            step=jnp.int32(0),
-            key=jax.random.PRNGKey(self.c.seed),
-            params=params,
-            ref_params=jax.tree.map(jnp.copy, params),
-            sft_opt=self.sft_opt.init(params),
-            rl_opt=self.rl_opt.init(params),
-            skipped=jnp.int32(0),
-        )
 
-    def start_sepo(self, state: dict) -> dict:
-        """The reference policy is the model at the end of the warm start (the SFT policy)."""
-        return {**state, "ref_params": jax.tree.map(jnp.copy, state["params"])}
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """The static pieces of a run, shared by its step functions: the game, prompts, policy, layout,
+    penalty weights, optimizers and the mesh. It holds no weights: steps take them as arguments."""
 
-    # ---- strategy read-out -----------------------------------------------------------------------
-    def strategy(self, params) -> Array:
-        """The learner's behavioural table [I, A] (games with an exact solver)."""
-        logp = self.policy.log_probs(params, self.frozen, self.readout_ids, self.readout_mask, self.readout_legal)
-        return readout.strategy_table(self.game, jnp.exp(logp), self.rows)
+    c: ml_collections.ConfigDict
+    game: Any
+    mesh: Any
+    layout: Layout
+    tokenizer: Any
+    renderer: Any
+    graphdef: Any
+    policy: Policy
+    lam: sepo.Lambdas
+    sft_tx: optax.GradientTransformation
+    rl_tx: optax.GradientTransformation
+    readout: tuple | None  # (ids, mask, legal, rows) of every information set (games with an exact solver)
+    expert_table: Array | None  # the CFR+ equilibrium (sft.expert = "equilibrium")
+    shardings: TrainState  # of NamedShardings: parameters and their optimizer moments by logical axes
+    frozen_shardings: Any
 
-    # ---- supervised warm start -----------------------------------------------------------------
-    def _sft_step(self, state, _=None):
-        c, game = self.c, self.game
-        num = c.sft.episodes
-        key, k_exp, k_opp, k_seat, k_roll = jax.random.split(state["key"], 5)
-        if c.sft.expert == "equilibrium":
-            expert, table = jnp.full((num,), game.tabular_id, jnp.int32), self.expert_table
-        else:
-            expert, table = sft.demonstrator_ids(game, k_exp, num), None
-        train = jnp.asarray(game.pool_ids("train"), jnp.int32)
-        opponent = parallel.shard_batch(self.mesh, jax.random.choice(k_opp, train, (num,)))
-        seat = jax.random.randint(k_seat, (num,), 0, 2) if c.rollout.learner_seat < 0 else jnp.full((num,), c.rollout.learner_seat)
-        batch = sft.expert_batch(game, self.renderer, expert, table, opponent,
-                                 parallel.shard_batch(self.mesh, seat.astype(jnp.int32)), k_roll)
-        if c.sft.expert == "equilibrium":
-            batch = sft.with_table(batch, self.readout_ids, self.readout_mask, self.readout_legal, self.expert_table[self.rows])
+    @property
+    def exact(self) -> bool:
+        return self.readout is not None
 
-        def loss_fn(params):
-            return sft.cross_entropy(self.policy.log_probs(params, self.frozen, batch.ids, batch.mask, batch.legal), batch)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        params, opt, finite = _apply(self.sft_opt, grads, state["sft_opt"], state["params"], loss)
-        valid = batch.valid
-        entropy = jnp.where(valid, grpo.entropy(batch.target, batch.legal), 0.0).sum() / jnp.maximum(valid.sum(), 1)
-        metrics = dict(sft_loss=loss, sft_kl=loss - entropy)
-        if self.exact:
-            metrics["nash_conv"] = best_response.nash_conv_table(game.name, self.strategy(params))
-        new = {**state, "key": key, "params": params, "sft_opt": opt, "step": state["step"] + 1,
-               "skipped": state["skipped"] + (~finite)}
-        return new, metrics
-
-    # ---- evaluation ------------------------------------------------------------------------------
     def eval_layout(self, episodes: int) -> Layout:
         """Every pool of the config, plus the evaluation-only `shift` pool where the game has one."""
         pools = tuple(self.c.sepo.pools) + (("shift",) if "shift" in self.game.pools else ())
         return make_layout(self.game, self.c, episodes, pools)
 
-    @functools.partial(jax.jit, static_argnums=(0, 3))
-    def evaluate(self, params, key, episodes: int) -> tuple[dict[str, Array], dict[str, Array]]:
-        """The paper's metrics of `params` from `episodes` sampled episodes (at the rollout temperature,
-        SEPO.md §3 item 5) against every opponent of every pool, plus exact NashConv where solvable.
-        Returns (metrics, per-group arrays `[G]` in the order of `eval_layout(episodes)`'s groups)."""
-        lay = self.eval_layout(episodes)
-        traj = rollout.rollout(self.game, self.renderer, self.policy.learner(params, self.frozen),
-                               parallel.shard_batch(self.mesh, jnp.asarray(lay.opponent)),
-                               parallel.shard_batch(self.mesh, jnp.asarray(lay.seat)), key)
-        pool = jnp.asarray(lay.pool)
-        metrics = _episode_metrics(traj, pool, jnp.asarray(lay.opponent), self.lam, self.game)
-        groups = _group_metrics(traj, lay.num_groups)
-        group_pool = pool[:: lay.group_size]
-        over_pool = lambda x, name: x.mean(where=group_pool == sepo.POOL_INDEX[name])  # noqa: E731  (groups are equal-sized)
-        metrics["nra"] = over_pool(groups["nra"], "train")
-        if "shift" in self.game.pools:
-            metrics["shift"] = over_pool(groups["payoff"], "shift")
-        if self.exact:
-            metrics["nash_conv"] = best_response.nash_conv_table(self.game.name, self.strategy(params))
-        return metrics, groups
 
-    # ---- SEPO ------------------------------------------------------------------------------------
-    def _sepo_step(self, state, _=None):
-        c, game, lay = self.c, self.game, self.layout
-        key, k_roll = jax.random.split(state["key"])
-        params = state["params"]
-        metrics = {}
-        table = None
-        if self.exact:
-            strategy = self.strategy(params)
-            br_values, table = best_response.best_responses(game.name, strategy)
-            metrics["nash_conv"] = br_values.sum() - best_response.policy_values(game.name, strategy).sum()
-        opponent = parallel.shard_batch(self.mesh, jnp.asarray(lay.opponent))
-        seat = parallel.shard_batch(self.mesh, jnp.asarray(lay.seat))
-        pool = jnp.asarray(lay.pool)
-        traj = rollout.rollout(game, self.renderer, self.policy.learner(params, self.frozen), opponent, seat, k_roll, table,
-                               group_size=lay.group_size, common_chance=c.rollout.common_chance)
+def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -> tuple[Setup, Any, Any]:
+    """(setup, trainable parameters, frozen weights) for config `c`. The model comes from
+    `c.model.source` unless `model` and `tokenizer` are given (an abstract `nnx.eval_shape` model
+    works: the step functions can then be lowered without allocating weights)."""
+    kwargs = {"num_hands": c.num_hands} if c.num_hands else {}
+    if c.compact_prompt:
+        kwargs["compact_prompt"] = True
+    game = games_lib.make(c.game, **kwargs)
+    mesh = mesh if mesh is not None else parallel.make_mesh(c.mesh.data, c.mesh.fsdp)
+    layout = make_layout(game, c)
+    parallel.check_divisible(mesh, layout.opponent.shape[0], "the SEPO batch (rollout.group_size x groups)")
+    parallel.check_divisible(mesh, c.sft.episodes, "config.sft.episodes")
+    per_device = layout.opponent.shape[0] * game.max_decisions // parallel.batch_devices(mesh)
+    if per_device % c.grpo.microbatches:
+        raise ValueError(f"config.grpo.microbatches={c.grpo.microbatches} does not divide the {per_device} decision "
+                         f"slots per device of an update ({layout.opponent.shape[0]} episodes x {game.max_decisions} "
+                         f"over {parallel.batch_devices(mesh)} devices)")
+    if model is None:
+        model, tokenizer = _load_model(c)
+    wrap = tokenizer.chat_wrap() if c.model.chat_template else ("", "")
+    renderer = games_lib.PromptRenderer(game, tokenizer, wrap=wrap)
+    trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
+    graphdef, params, frozen = nnx.split(model, trainable, ...)
+    suffix = jnp.asarray(tokenizer.encode(c.rollout.reasoning_suffix), jnp.int32)
+    policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id)
+    readout_arrays = None
+    if c.game in EXACT_SOLVER_GAMES:
+        states, mover, rows = readout.infoset_states(game)
+        ids, mask = jax.vmap(renderer.render, in_axes=(None, 0, 0))(game, states, mover)
+        readout_arrays = (ids, mask, states.legal_action_mask, rows)
+    expert = jnp.asarray(cfr.equilibrium_table(game.name), jnp.float32) if c.sft.expert == "equilibrium" else None
+    sft_tx = optax.chain(
+        optax.clip_by_global_norm(c.sft.grad_clip),
+        optax.adamw(optax.warmup_cosine_decay_schedule(0.0, c.sft.learning_rate, max(1, int(c.sft.warmup * c.sft.steps)),
+                                                       max(2, c.sft.steps)), weight_decay=0.0),
+    )
+    rl_tx = optax.chain(optax.clip_by_global_norm(c.grpo.grad_clip),
+                        optax.adamw(c.grpo.learning_rate, weight_decay=c.grpo.weight_decay))
+    lam = sepo.Lambdas(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, 3.0 / game.max_payoff)
+    setup = Setup(c, game, mesh, layout, tokenizer, renderer, graphdef, policy, lam, sft_tx, rl_tx, readout_arrays, expert,
+                  shardings=None, frozen_shardings=parallel.logical_shardings(mesh, frozen))
+    shardings = parallel.logical_shardings(mesh, jax.eval_shape(functools.partial(_new_state, setup), params))
+    return dataclasses.replace(setup, shardings=shardings), params, frozen
 
-        rew, trains = sepo.rewards(traj, pool, c.sepo.credit, self.lam, lay.group_size)
-        adv, zero_var = grpo.advantages(rew.reshape(lay.num_groups, lay.group_size, -1), c.grpo.advantage, c.grpo.scale_std)
-        adv = adv.reshape(rew.shape)
-        if c.sepo.pool_weighting:
-            adv = adv * sepo.pool_weights(pool, (1.0, self.lam.e, self.lam.c))[:, None]
-        adv = adv * trains[:, None]
-        dec_adv = jnp.take_along_axis(adv, traj.round, axis=1)  # [E, D]
 
-        ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
-        action, old_logp, a_flat = _flat(traj.action), _flat(traj.logp), _flat(dec_adv)
-        reasoning, r_mask = _flat(traj.reasoning), _flat(traj.reasoning_mask)
-        weight = (_flat(traj.valid) & jnp.repeat(trains, traj.valid.shape[1])).astype(jnp.float32)
-        ref_logp, _, tokens = self.policy.response(state["ref_params"], self.frozen, ids, mask, legal, action, reasoning, r_mask)
-        ref_logp = jax.lax.stop_gradient(ref_logp)
-        if c.grpo.aggregation == "token_mean":
-            weight = weight * tokens
+def init_state(s: Setup, params) -> TrainState:
+    """The state before the first step, placed on the mesh (parameters sharded by their logical axes)."""
+    return jax.device_put(_new_state(s, jax.tree.map(jnp.copy, params)), s.shardings)  # steps donate the state
 
-        def loss_fn(p):
-            logp, logp_all, _ = self.policy.response(p, self.frozen, ids, mask, legal, action, reasoning, r_mask)
-            terms = grpo.policy_loss(logp, old_logp, ref_logp, a_flat, weight, clip_eps=c.grpo.clip_eps,
-                                     clip_eps_high=c.grpo.clip_eps_high, beta=c.grpo.beta, kl=c.grpo.kl)
-            terms["entropy"] = (grpo.entropy(jnp.exp(logp_all), legal) * weight).sum()
-            return terms["loss"] / jnp.maximum(terms["count"], 1.0), terms
 
-        opt, skipped = state["rl_opt"], state["skipped"]
-        for _ in range(c.grpo.ppo_epochs):
-            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt, finite = _apply(self.rl_opt, grads, opt, params, loss)
-            skipped = skipped + (~finite)
-        count = jnp.maximum(terms["count"], 1.0)
-        metrics.update(_episode_metrics(traj, pool, jnp.asarray(lay.opponent), self.lam, game))
-        metrics.update(
-            loss=loss, kl=terms["kl"] / count, clip_fraction=terms["clip_fraction"] / count, entropy=terms["entropy"] / count,
-            zero_variance_groups=zero_var, advantage_mean=jnp.where(weight > 0, a_flat, 0).sum() / count,
-            advantage_std=jnp.sqrt(jnp.where(weight > 0, a_flat**2, 0).sum() / count), nonfinite_updates=skipped,
-            unfinished_episodes=(~traj.finished).sum(),
-        )
-        new = {**state, "key": key, "params": params, "rl_opt": opt, "step": state["step"] + 1, "skipped": skipped}
-        return new, metrics
+def abstract_state(s: Setup, params) -> TrainState:
+    """The state's shapes, dtypes and shardings, allocating nothing (for AOT lowering)."""
+    return parallel.abstract(jax.eval_shape(functools.partial(_new_state, s), params), s.shardings)
+
+
+def _new_state(s: Setup, params) -> TrainState:
+    return TrainState(step=jnp.int32(0), key=jax.random.PRNGKey(s.c.seed), params=params,
+                      ref_params=jax.tree.map(jnp.copy, params), sft_opt=s.sft_tx.init(params),
+                      rl_opt=s.rl_tx.init(params), skipped=jnp.int32(0))
+
+
+def place_frozen(s: Setup, frozen):
+    """The frozen weights on the mesh, sharded by their logical axes."""
+    return jax.device_put(frozen, s.frozen_shardings)
+
+
+def start_sepo(state: TrainState) -> TrainState:
+    """The reference policy is the model at the end of the warm start (the SFT policy)."""
+    return state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
+
+
+def strategy(s: Setup, params, frozen) -> Array:
+    """The learner's behavioural table [I, A] (games with an exact solver)."""
+    ids, mask, legal, rows = s.readout
+    return readout.strategy_table(s.game, jnp.exp(s.policy.log_probs(params, frozen, ids, mask, legal)), rows)
+
+
+def _on_mesh(s: Setup, fn):
+    """`fn(s, *args)` traced under the mesh, so the model gathers FSDP-sharded weights where it uses them."""
+    def traced(*args):
+        with jax.sharding.use_abstract_mesh(s.mesh.abstract_mesh):
+            return fn(s, *args)
+
+    return traced
+
+
+def _jit_step(s: Setup, fn):
+    """`fn(state, frozen)` jitted with the state donated and kept in its shardings (a step's output
+    feeds the next without a copy or a recompile); metrics replicated."""
+    return jax.jit(_on_mesh(s, fn), donate_argnums=0, in_shardings=(s.shardings, s.frozen_shardings),
+                   out_shardings=(s.shardings, parallel.replicated(s.mesh)))
+
+
+def make_sft_step(s: Setup):
+    """`step(state, frozen) -> (state, metrics)`: one supervised warm-start step."""
+    return _jit_step(s, _sft_step)
+
+
+def make_sepo_step(s: Setup):
+    """`step(state, frozen) -> (state, metrics)`: one SEPO-GRPO step."""
+    return _jit_step(s, _sepo_step)
+
+
+def make_evaluate(s: Setup, episodes: int):
+    """`evaluate(params, frozen, key) -> (metrics, per-group arrays [G])`: the paper's metrics of
+    `params` from `episodes` sampled episodes (at the rollout temperature, SEPO.md §3 item 5) against
+    every opponent of every pool, in the order of `s.eval_layout(episodes)`'s groups, plus exact
+    NashConv where solvable."""
+    return jax.jit(_on_mesh(s, functools.partial(_evaluate, episodes=episodes)), out_shardings=parallel.replicated(s.mesh))
+
+
+def _sft_step(s: Setup, state: TrainState, frozen):
+    c, game = s.c, s.game
+    num = c.sft.episodes
+    key, k_exp, k_opp, k_seat, k_roll = jax.random.split(state.key, 5)
+    if c.sft.expert == "equilibrium":
+        expert, table = jnp.full((num,), game.tabular_id, jnp.int32), s.expert_table
+    else:
+        expert, table = sft.demonstrator_ids(game, k_exp, num), None
+    train = jnp.asarray(game.pool_ids("train"), jnp.int32)
+    opponent = parallel.shard_batch(s.mesh, jax.random.choice(k_opp, train, (num,)))
+    seat = jax.random.randint(k_seat, (num,), 0, 2) if c.rollout.learner_seat < 0 else jnp.full((num,), c.rollout.learner_seat)
+    batch = sft.expert_batch(game, s.renderer, expert, table, opponent,
+                             parallel.shard_batch(s.mesh, seat.astype(jnp.int32)), k_roll)
+    if c.sft.expert == "equilibrium":
+        ids, mask, legal, rows = s.readout
+        batch = sft.with_table(batch, ids, mask, legal, s.expert_table[rows])
+
+    def loss_fn(params):
+        return sft.cross_entropy(s.policy.log_probs(params, frozen, batch.ids, batch.mask, batch.legal), batch)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    params, opt, finite = _apply(s.sft_tx, grads, state.sft_opt, state.params, loss)
+    valid = batch.valid
+    entropy = jnp.where(valid, grpo.entropy(batch.target, batch.legal), 0.0).sum() / jnp.maximum(valid.sum(), 1)
+    metrics = dict(sft_loss=loss, sft_kl=loss - entropy)
+    if s.exact:
+        metrics["nash_conv"] = best_response.nash_conv_table(game.name, strategy(s, params, frozen))
+    new = state.replace(key=key, params=params, sft_opt=opt, step=state.step + 1, skipped=state.skipped + (~finite))
+    return new, metrics
+
+
+def _evaluate(s: Setup, params, frozen, key, *, episodes: int):
+    lay = s.eval_layout(episodes)
+    traj = rollout.rollout(s.game, s.renderer, s.policy.learner(params, frozen),
+                           parallel.shard_batch(s.mesh, jnp.asarray(lay.opponent)),
+                           parallel.shard_batch(s.mesh, jnp.asarray(lay.seat)), key)
+    pool = jnp.asarray(lay.pool)
+    metrics = _episode_metrics(traj, pool, jnp.asarray(lay.opponent), s.lam, s.game)
+    groups = _group_metrics(traj, lay.num_groups)
+    group_pool = pool[:: lay.group_size]
+    over_pool = lambda x, name: x.mean(where=group_pool == sepo.POOL_INDEX[name])  # noqa: E731  (groups are equal-sized)
+    metrics["nra"] = over_pool(groups["nra"], "train")
+    if "shift" in s.game.pools:
+        metrics["shift"] = over_pool(groups["payoff"], "shift")
+    if s.exact:
+        metrics["nash_conv"] = best_response.nash_conv_table(s.game.name, strategy(s, params, frozen))
+    return metrics, groups
+
+
+def _sepo_step(s: Setup, state: TrainState, frozen):
+    c, game, lay, policy = s.c, s.game, s.layout, s.policy
+    key, k_roll = jax.random.split(state.key)
+    params = state.params
+    metrics = {}
+    table = None
+    if s.exact:
+        table_now = strategy(s, params, frozen)
+        br_values, table = best_response.best_responses(game.name, table_now)
+        metrics["nash_conv"] = br_values.sum() - best_response.policy_values(game.name, table_now).sum()
+    opponent = parallel.shard_batch(s.mesh, jnp.asarray(lay.opponent))
+    seat = parallel.shard_batch(s.mesh, jnp.asarray(lay.seat))
+    pool = jnp.asarray(lay.pool)
+    traj = rollout.rollout(game, s.renderer, policy.learner(params, frozen), opponent, seat, k_roll, table,
+                           group_size=lay.group_size, common_chance=c.rollout.common_chance)
+
+    rew, trains = sepo.rewards(traj, pool, c.sepo.credit, s.lam, lay.group_size)
+    adv, zero_var = grpo.advantages(rew.reshape(lay.num_groups, lay.group_size, -1), c.grpo.advantage, c.grpo.scale_std)
+    adv = adv.reshape(rew.shape)
+    if c.sepo.pool_weighting:
+        adv = adv * sepo.pool_weights(pool, (1.0, s.lam.e, s.lam.c))[:, None]
+    adv = adv * trains[:, None]
+    dec_adv = jnp.take_along_axis(adv, traj.round, axis=1)  # [E, D]
+
+    ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
+    action, old_logp, a_flat = _flat(traj.action), _flat(traj.logp), _flat(dec_adv)
+    reasoning, r_mask = _flat(traj.reasoning), _flat(traj.reasoning_mask)
+    weight = (_flat(traj.valid) & jnp.repeat(trains, traj.valid.shape[1])).astype(jnp.float32)
+    # the update runs over `grpo.microbatches` strided slices of the decisions (each spread over every
+    # device), gradients summed: memory of one slice, the same loss
+    micro = _microbatches(s, c.grpo.microbatches)
+    inputs = micro((ids, mask, legal, action, reasoning, r_mask))
+    ref_logp, _, tokens = jax.lax.map(lambda x: policy.response(state.ref_params, frozen, *x), inputs)
+    ref_logp = jax.lax.stop_gradient(ref_logp)
+    weight = micro(weight)
+    if c.grpo.aggregation == "token_mean":
+        weight = weight * tokens
+    count = jnp.maximum(weight.sum(), 1.0)
+
+    def loss_fn(p, x):
+        (inp, old, ref, a, w) = x
+        logp, logp_all, _ = policy.response(p, frozen, *inp)
+        terms = grpo.policy_loss(logp, old, ref, a, w, clip_eps=c.grpo.clip_eps, clip_eps_high=c.grpo.clip_eps_high,
+                                 beta=c.grpo.beta, kl=c.grpo.kl)
+        terms["entropy"] = (grpo.entropy(jnp.exp(logp_all), inp[2]) * w).sum()
+        return terms["loss"] / count, terms
+
+    def accumulate(p, carry, x):
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x)
+        return jax.tree.map(jnp.add, carry, (loss, terms, grads)), None
+
+    def value_and_grad(p):
+        shapes = jax.eval_shape(lambda: (*loss_fn(p, jax.tree.map(lambda x: x[0], xs)), p))
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        return jax.lax.scan(functools.partial(accumulate, p), zeros, xs)[0]
+
+    xs = (inputs, micro(old_logp), ref_logp, micro(a_flat), weight)
+    opt, skipped = state.rl_opt, state.skipped
+    for _ in range(c.grpo.ppo_epochs):
+        loss, terms, grads = value_and_grad(params)
+        params, opt, finite = _apply(s.rl_tx, grads, opt, params, loss)
+        skipped = skipped + (~finite)
+    weight, a_flat = weight.reshape(-1), micro(a_flat).reshape(-1)
+    metrics.update(_episode_metrics(traj, pool, jnp.asarray(lay.opponent), s.lam, game))
+    metrics.update(
+        loss=loss, kl=terms["kl"] / count, clip_fraction=terms["clip_fraction"] / count, entropy=terms["entropy"] / count,
+        zero_variance_groups=zero_var, advantage_mean=jnp.where(weight > 0, a_flat, 0).sum() / count,
+        advantage_std=jnp.sqrt(jnp.where(weight > 0, a_flat**2, 0).sum() / count), nonfinite_updates=skipped,
+        unfinished_episodes=(~traj.finished).sum(),
+    )
+    new = state.replace(key=key, params=params, rl_opt=opt, step=state.step + 1, skipped=skipped)
+    return new, metrics
+
+
+def _microbatches(s: Setup, m: int):
+    """Splits the leading (decision) axis of every array into `m` strided slices `[m, N/m, ...]`,
+    each slice still split over the mesh's batch axes."""
+    def split(x):
+        x = jnp.swapaxes(x.reshape(x.shape[0] // m, m, *x.shape[1:]), 0, 1)
+        return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(None, parallel.BATCH)))
+
+    return lambda tree: jax.tree.map(split, tree)
+
+
+def _all_finite(tree) -> Array:
+    return jax.tree.reduce(lambda a, x: a & jnp.isfinite(x).all(), tree, jnp.bool_(True))
 
 
 def _apply(tx, grads, opt_state, params, loss):
-    """One optax update, or none when the loss or a gradient is not finite."""
-    finite = jnp.isfinite(loss) & jax.tree.reduce(lambda a, g: a & jnp.isfinite(g).all(), grads, jnp.bool_(True))
+    """One optax update, or none when the loss, a gradient, an updated weight or the updated optimizer
+    state is not finite (a finite gradient can still overflow a weight)."""
     updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params) & _all_finite(new_opt)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     return keep(new_params, params), keep(new_opt, opt_state), finite
 
@@ -360,13 +481,17 @@ def _group_metrics(traj, num_groups: int) -> dict[str, Array]:
 
 
 def _load_model(c):
+    """The model of `c.model`: computing in `model.dtype` over float32 master weights (under LoRA the
+    frozen base is stored in the compute dtype; only the adapters train)."""
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[c.model.dtype]
     overrides = {}
     if c.model.source == "embedded":
         overrides = dict(hidden_size=c.model.hidden_size, num_layers=c.model.num_layers, num_heads=c.model.num_heads,
                          num_kv_heads=c.model.num_kv_heads, intermediate_size=c.model.intermediate_size,
                          head_dim=c.model.hidden_size // c.model.num_heads)
-    model, tok = model_lib.load(c.model.source, dtype=dtype, seed=c.seed, config_overrides=overrides)
+    model, tok = model_lib.load(c.model.source, dtype=dtype, param_dtype=dtype if c.model.lora_rank else jnp.float32,
+                                remat=c.model.remat, seed=c.seed, config_overrides=overrides)
     if c.model.lora_rank:
-        lora_lib.apply_lora(model, rank=c.model.lora_rank, alpha=c.model.lora_alpha, rngs=nnx.Rngs(c.seed))
+        lora_lib.apply_lora(model, rank=c.model.lora_rank, alpha=c.model.lora_alpha, param_dtype=jnp.float32,
+                            rngs=nnx.Rngs(c.seed))
     return model, tok
