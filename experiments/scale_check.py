@@ -7,8 +7,12 @@ state are `jax.ShapeDtypeStruct`s with their shardings: nothing is allocated. Re
 `compiled.memory_analysis()` (arguments + outputs - aliased + temporaries) against a TPU v5e chip
 (16 GiB HBM) and a v5p chip (95 GiB), and FLOPs per step, both XLA's `cost_analysis()` of the
 partitioned program and an analytic count (2 x parameters x tokens per forward pass), from which it
-estimates steps/s at 40% MFU on v5e-8 and v5p-64. The estimate is labelled as one: XLA:CPU compiles
-these programs, not XLA:TPU, whose fusion and memory scheduling differ.
+estimates steps/s at 40% MFU on as many v5e and v5p chips as the mesh has devices (the 8-device
+rows are v5e-8, the 64-device rows v5p-64). The estimate is labelled as one: XLA:CPU compiles these
+programs, not XLA:TPU, whose fusion and memory scheduling differ. XLA's own count (in parentheses) is
+of the partitioned per-device program and counts each loop body once (the layer scan, the rollout's
+scan over decisions, the update's microbatches), so it is far below the analytic total; it is shown
+only as a cross-check that the microbatched programs do 1/3 and 1/9 of the update per loop trip.
 
     python experiments/scale_check.py [--models qwen3-4b] [--layouts 8:1x8,8:2x4,64:8x8] [--microbatches 1,3,9]
 
@@ -118,7 +122,7 @@ def main():
                 print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
     load.append(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     lines = ["| model | devices (data x fsdp) | update slices | episodes/step | frozen weights GiB | per-device GiB (of it temporaries) | "
-             "fits v5e 16 GiB | fits v5p 95 GiB | TFLOP/step analytic (XLA, per device) | est. steps/s at 40% MFU, v5e / v5p | "
+             "fits v5e 16 GiB | fits v5p 95 GiB | TFLOP/step analytic (XLA per device) | est. steps/s at 40% MFU on as many v5e / v5p chips | "
              "compile s | constants MiB |", "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     for r in rows:
         est = " / ".join(f"{MFU * peak * r['devices'] / r['flops']:.3f}" for _, peak in CHIPS.values())

@@ -92,7 +92,6 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     if game == "kuhn":  # tuned so the embedded model reaches NashConv <= 0.02 in minutes on a CPU
         c.compact_prompt = True  # the embedded model learns the game by playing; set False for pretrained models
         c.rollout.groups_per_opponent = 1
-        c.sft.steps = 200
         c.sft.episodes = 32
         c.grpo.learning_rate = 1e-5  # 1e-4 let noisy group advantages walk the policy off equilibrium
     return c

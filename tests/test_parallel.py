@@ -38,7 +38,8 @@ def _assert_same(params, metrics, ref_params, ref_metrics):
         np.testing.assert_allclose(params[k], ref_params[k], rtol=RTOL, atol=ATOL, err_msg=k)
 
 
-@pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 4), (1, 8)])
+@pytest.mark.parametrize("data,fsdp", [pytest.param(8, 1, marks=pytest.mark.slow), (2, 4),
+                                       pytest.param(1, 8, marks=pytest.mark.slow)])
 def test_sharded_step_equals_single_device(single_device, data, fsdp):
     assert jax.device_count() == 8
     mesh = parallel.make_mesh(data, fsdp)

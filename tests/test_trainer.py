@@ -203,7 +203,6 @@ def test_microbatched_update_equals_the_whole_batch():
         return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]), metrics
 
     (whole, m1), (sliced, m4) = after(1), after(3)
-    assert np.abs(whole - after(1)[0]).max() == 0.0
     np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)
     for k in ("loss", "kl", "clip_fraction", "entropy", "advantage_mean", "advantage_std"):
         assert float(m4[k]) == pytest.approx(float(m1[k]), rel=1e-5, abs=1e-6), k
@@ -211,3 +210,25 @@ def test_microbatched_update_equals_the_whole_batch():
     c.grpo.microbatches = 5
     with pytest.raises(ValueError, match="grpo.microbatches=5 does not divide"):
         trainer.build(c)
+
+
+def test_bfloat16_step_tracks_the_float32_step():
+    """`model.dtype=bfloat16` computes in bf16 over float32 master weights and Adam state; its
+    log-probs and losses stay within a stated tolerance of the float32 step from the same weights."""
+
+    def run(dtype):
+        c = tiny(steps=1)
+        c.model.dtype = dtype
+        setup, params, frozen = trainer.build(c)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # master weights
+        table = np.asarray(trainer.strategy(setup, params, frozen))
+        state = trainer.init_state(setup, params)
+        state, sft = trainer.make_sft_step(setup)(state, frozen)
+        state, sepo = trainer.make_sepo_step(setup)(trainer.start_sepo(state), frozen)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.rl_opt) if jnp.issubdtype(x.dtype, jnp.floating))
+        return table, float(sft["sft_loss"]), float(sepo["loss"])
+
+    (t32, sft32, loss32), (t16, sft16, loss16) = run("float32"), run("bfloat16")
+    assert np.abs(np.log(t16 + 1e-9) - np.log(t32 + 1e-9)).max() < 0.05  # action log-probs, bf16 rounding ~2^-8
+    assert sft16 == pytest.approx(sft32, abs=0.02)
+    assert loss16 == pytest.approx(loss32, abs=0.05)
