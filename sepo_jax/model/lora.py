@@ -7,7 +7,7 @@ Flax's own layers/ops at trace time, which buys nothing here.
 
 Usage with the trainer's split/optax flow::
 
-    apply_lora(model, rank=8, alpha=16.0, rngs=nnx.Rngs(0))          # q,k,v,o by default
+    apply_lora(model, rank=8, alpha=16.0, rngs=nnx.Rngs(0))          # q,k,v,o (+ DeltaNet's) by default
     graphdef, lora_params, frozen = nnx.split(model, nnx.LoRAParam, ...)  # trainable vs frozen
     # or: optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.LoRAParam)
     with disabled(model):                                            # the reference policy
@@ -30,7 +30,8 @@ from flax import nnx
 
 from sepo_jax.model.transformer import Linear, param, stacked
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Attention's q/k/v/o; in Qwen 3.5's gated DeltaNet layers their counterparts in_proj_qkv and out_proj.
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkv", "out_proj")
 
 
 class LoRA(nnx.Module):

@@ -15,6 +15,8 @@ Conventions:
   prompt; the policy is the log-softmax of the scores over the legal actions, ``-inf`` on illegal ones.
   Scoring prefills the prompt once and runs the A continuations (``L-1`` tokens each) against it as
   branches of one row (tree attention): prompt cost once and no copy of the cache per action.
+  A model whose class sets ``tree_attention = False`` (recurrent layers: Qwen 3.5) gets one row per action
+  instead: the cache repeated A times, or (``action_log_probs``) the prompt run once per action.
 * Reasoning budget: k free tokens (a row stops after sampling ``eos_id``), then the forced ``suffix_ids``
   (e.g. the ids of "\\nAction:"), then the constrained choice. ``score_reasoning`` recomputes every
   log-prob of such a rollout differentiably (no while_loop) for the trainer.
@@ -131,6 +133,12 @@ def _action_scores(model: Decoder, cache: KVCache, last_logits, action_ids, acti
   steps = jnp.arange(length - 1)
   flat = lambda x: jnp.broadcast_to(x.reshape(-1), (rows, x.size))
   mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
+  if not getattr(model, "tree_attention", True):  # recurrent layers (qwen3_5): one row per action instead
+    logits, _ = model(jnp.tile(action_ids[:, :-1], (rows, 1)), jnp.tile(mask, (rows, 1)),
+                      cache=cache.repeat(num_actions))
+    logits = logits.reshape(rows, num_actions, length - 1, -1)
+    lp = _log_softmax_at(logits, jnp.broadcast_to(action_ids[:, 1:], (rows, num_actions, length - 1)), temperature)
+    return scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
   segments = jnp.broadcast_to(jnp.arange(1, num_actions + 1)[:, None], mask.shape)
   positions = cache.next_pos[:, None] + flat(jnp.broadcast_to(steps, mask.shape))
   logits, _ = model(flat(action_ids[:, :-1]), flat(mask), cache=cache, positions=positions,
@@ -171,6 +179,15 @@ def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action
   branch = lambda x: jnp.broadcast_to(x.reshape(-1), (rows, x.size))  # noqa: E731
   mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
   prompt_mask = prompt_mask.astype(bool)
+  if not getattr(model, "tree_attention", True):  # recurrent layers (qwen3_5): the prompt once per action
+    ids = jnp.concatenate([jnp.repeat(prompt_ids, num_actions, 0), jnp.tile(action_ids[:, :-1], (rows, 1))], 1)
+    full_mask = jnp.concatenate([jnp.repeat(prompt_mask, num_actions, 0), jnp.tile(mask, (rows, 1))], 1)
+    logits = model(ids, full_mask, output_positions=jnp.arange(length - 1, ids.shape[1]))
+    logits = logits.reshape(rows, num_actions, width, -1)
+    targets = jnp.broadcast_to(action_ids, (rows, num_actions, width))
+    lp = _log_softmax_at(logits, targets, temperature)
+    scores = lp[..., 0] + jnp.where(mask, lp[..., 1:], 0.0).sum(axis=-1)
+    return _renormalise(scores, legal_mask)
   ids = jnp.concatenate([prompt_ids, branch(action_ids[:, :-1])], axis=1)
   full_mask = jnp.concatenate([prompt_mask, branch(mask)], axis=1)
   count = prompt_mask.sum(axis=1, dtype=jnp.int32)[:, None]

@@ -26,40 +26,59 @@ from . import tokenizer as tokenizer_lib
 from .transformer import Decoder, ModelConfig
 
 Sharding = jax.sharding.Sharding | Callable[[str, tuple[int, ...]], jax.sharding.Sharding] | None
-# Tensors some HF checkpoints carry that hold no parameter of ours.
-_IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
+# Tensors some HF checkpoints carry that hold no parameter of ours (Qwen 3.5: the multi-token-prediction head).
+_IGNORED = re.compile(r".*rotary_emb\.inv_freq$|mtp\..*")
 
 
 # --------------------------------------------------------------------------------------------------------
 # Name table: NNX path <-> HF name
 # --------------------------------------------------------------------------------------------------------
 
-def _hf_names(path: tuple, shape: tuple[int, ...]) -> list[tuple[str, int | None, bool, tuple[int, ...]]]:
+def _hf_names(path: tuple, shape: tuple[int, ...], layer_ids: Mapping | None = None
+              ) -> list[tuple[str, int | None, bool, tuple[int, ...]]]:
     """(HF name, layer index (None: not stacked), transposed, HF shape) of every HF tensor held by the NNX
-    parameter at `path` of shape `shape`."""
+    parameter at `path` of shape `shape`. `layer_ids` (a config's, for families with several layer stacks):
+    stack name -> the HF layer index of each row; default: one `layers` stack whose row i is layer i."""
     *module, leaf = (str(p) for p in path)
     transposed = leaf == "kernel"
     name = ".".join((*module, "weight" if transposed else leaf))
-    if module[0] == "layers":  # stacked: row i is HF's model.layers.{i}.*
+    stacks = layer_ids or {"layers": None}
+    if module[0] in stacks:  # stacked: row i is HF's model.layers.{ids[i]}.*
+        ids = stacks[module[0]] or range(shape[0])
         row = shape[1:][::-1] if transposed else shape[1:]
-        return [(f"model.layers.{i}.{name[len('layers.'):]}", i, transposed, row) for i in range(shape[0])]
+        rest = name[len(module[0]) + 1:]
+        return [(f"model.layers.{ids[i]}.{rest}", i, transposed, row) for i in range(shape[0])]
     return [(("" if module[0] == "lm_head" else "model.") + name, None, transposed,
              shape[::-1] if transposed else shape)]
 
 
 def _abstract(config: ModelConfig):
-    model = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+    model_class = getattr(config, "model_class", Decoder)  # a family with its own module (qwen3_5)
+    model = nnx.eval_shape(lambda: model_class(config, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(model)
     return graphdef, nnx.to_flat_state(state)
 
 
 def name_table(config: ModelConfig) -> dict[str, tuple[tuple, int | None, bool, tuple[int, ...]]]:
     """HF name -> (NNX path, layer index or None, transposed, HF shape) for every tensor of a `Decoder(config)`."""
-    return _table(_abstract(config)[1])
+    return _table(_abstract(config)[1], config)
 
 
-def _table(flat) -> dict[str, tuple[tuple, int | None, bool, tuple[int, ...]]]:
-    return {name: (path, *rest) for path, var in flat for name, *rest in _hf_names(path, var.get_value().shape)}
+def _table(flat, config) -> dict[str, tuple[tuple, int | None, bool, tuple[int, ...]]]:
+    ids = getattr(config, "layer_ids", None)
+    return {name: (path, *rest) for path, var in flat for name, *rest in _hf_names(path, var.get_value().shape, ids)}
+
+
+def config_from_hf(hf_config: dict, **fields):
+    """The architecture config of a `config.json` dict, routed by `model_type` (`ModelConfig` or a family's own)."""
+    from . import gemma4
+    from .qwen3_5 import MODEL_TYPES, Qwen35Config
+
+    if gemma4.is_gemma4(hf_config):
+        return gemma4.Gemma4Config.from_hf(hf_config, **fields)
+    if hf_config.get("model_type") in MODEL_TYPES:
+        return Qwen35Config.from_hf(hf_config, **fields)
+    return ModelConfig.from_hf(hf_config, **fields)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -89,7 +108,7 @@ class TensorSource:
 def build_model(config: ModelConfig, tensors: TensorSource, *, sharding: Sharding = None) -> Decoder:
     """A `Decoder(config)` holding `tensors` (HF names and layout); every mismatch raises first."""
     graphdef, flat = _abstract(config)
-    table = _table(flat)
+    table = _table(flat, config)
     names = {n for n in tensors.shapes if not _IGNORED.match(n)}
     if config.tie_embeddings:
         names.discard("lm_head.weight")  # some tied checkpoints still store the (identical) head
@@ -110,7 +129,7 @@ def build_model(config: ModelConfig, tensors: TensorSource, *, sharding: Shardin
     values = {}
     for path, var in flat:  # one parameter (a stack of L rows) at a time on the host
         stack = np.empty(var.get_value().shape, config.param_dtype)
-        for name, layer, transposed, _ in _hf_names(path, stack.shape):
+        for name, layer, transposed, _ in _hf_names(path, stack.shape, getattr(config, "layer_ids", None)):
             array = np.asarray(tensors.read(name))
             array = np.asarray(array.T if transposed else array, config.param_dtype)
             if not np.isfinite(array).all():  # NaN/inf in the file, or overflow in the dtype conversion
@@ -169,7 +188,7 @@ def load_hf(folder: str, *, sharding: Sharding = None, **fields) -> tuple[Decode
             hf_config = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"corrupted {config_file}: {e}") from e
-    config = ModelConfig.from_hf(hf_config, **fields)
+    config = config_from_hf(hf_config, **fields)
     tensors = safetensors_source(folder)
     prefix = next((p for p in ("model.language_model.", "language_model.model.")
                    if p + "embed_tokens.weight" in tensors.shapes), None)
@@ -323,6 +342,10 @@ _ARCHITECTURES = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qw
 
 def hf_config(config: ModelConfig, tok: tokenizer_lib.Tokenizer | None = None) -> dict:
     """The Hugging Face `config.json` dict of `config` (transformers 5 layout, legacy rope keys too)."""
+    if hasattr(config, "to_hf"):  # a family with its own config class (qwen3_5)
+        out = config.to_hf()
+        return out | ({"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+                      if tok is not None else {})
     model_type, arch = _ARCHITECTURES[config.family]
     rope = {"rope_type": "default", **dict(config.rope_scaling or ()), "rope_theta": config.rope_theta}
     out = {
@@ -359,11 +382,12 @@ def save_hf(model: Decoder, tok: tokenizer_lib.Tokenizer | None, folder: str) ->
 
     os.makedirs(folder, exist_ok=True)
     arrays = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    stored = nnx.Any(nnx.Param, *getattr(model, "buffer_types", ()))  # + non-trained stored tensors (gemma4)
+    for path, var in nnx.to_flat_state(nnx.state(model, stored)):
         if "lora" in map(str, path):
             raise ValueError(f"parameter {'.'.join(map(str, path))} is a LoRA adapter; merge it before saving")
         array = np.asarray(jax.device_get(var.get_value()))
-        for name, layer, transposed, _ in _hf_names(path, array.shape):
+        for name, layer, transposed, _ in _hf_names(path, array.shape, getattr(model.config, "layer_ids", None)):
             row = array if layer is None else array[layer]
             arrays[name] = np.ascontiguousarray(row.T if transposed else row)
     save_file(arrays, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
