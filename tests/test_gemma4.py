@@ -1,7 +1,7 @@
 """Gemma 4 text decoder (sepo_jax/model/gemma4.py): parity with transformers (torch, CPU) on tiny random
 checkpoints written by transformers (text-only and multimodal wrappers), cached decoding and tree attention
-equal to the full forward, unsupported settings refused, LoRA, HF export, FSDP, and a SEPO step (LoRA;
-full fine-tuning under the slow marker)."""
+equal to the full forward, unsupported settings refused, LoRA, HF export; under -m slow (the default
+suite's 10-minute budget): the multimodal wrapper, greedy generation, FSDP and SEPO steps."""
 
 import jax
 import jax.numpy as jnp
@@ -144,6 +144,7 @@ def test_the_stacks_hold_a_repeating_block_and_shared_layers_own_no_kv():
     assert [k.shape for k in cache.k] == [(2, 2, 8, 2, 8), (2, 2, 8, 2, 16)]  # the 4 non-shared layers only
 
 
+@pytest.mark.slow
 def test_multimodal_checkpoint_loads_its_language_model(tok, tmp_path):
     theirs_model = _checkpoint("ple_shared_keqv", tok, tmp_path / "hf", multimodal=True)
     assert isinstance(theirs_model, transformers.Gemma4ForConditionalGeneration)
@@ -153,6 +154,7 @@ def test_multimodal_checkpoint_loads_its_language_model(tok, tmp_path):
                                _torch_logits(theirs_model, ids, mask)[mask], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_greedy_decoding_matches_transformers_generate(tiny, tok):
     model, theirs_model, _ = tiny
     ids, mask = _batch(tok.vocab_size, np.random.default_rng(2))
@@ -234,9 +236,10 @@ def test_lora_starts_as_the_base_model_and_merges_out_of_export(tiny, tok, tmp_p
         save_hf(model, tok, tmp_path / "x")
 
 
-@pytest.mark.parametrize("lora_rank", [4, pytest.param(0, marks=pytest.mark.slow)])
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (cold compile ~70 s)
+@pytest.mark.parametrize("lora_rank", [4, 0])
 def test_a_sepo_step_trains_a_tiny_gemma4(lora_rank, tok):
-    """LoRA (default suite) and full fine-tuning (slow): the trainer takes the model object as it is."""
+    """LoRA and full fine-tuning (both under -m slow for the default suite's budget): the trainer takes the model object as it is."""
     from sepo_jax.config import default_config
     from sepo_jax.rl import trainer
 
@@ -285,6 +288,7 @@ def test_an_e2b_shaped_config_scans_a_4_1_block_in_each_segment():
     assert [k.shape for k in cache.k] == [(3, 1, 16, 1, 256)] * 4 + [(3, 1, 16, 1, 512)]
 
 
+@pytest.mark.slow
 def test_fsdp_forward_equals_one_device_and_leaves_the_per_layer_table_sharded():
     from sepo_jax import parallel
 

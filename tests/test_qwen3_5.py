@@ -1,6 +1,7 @@
 """Qwen 3.5 (gated DeltaNet + gated attention hybrid): parity with transformers (torch, CPU) on tiny random
 checkpoints written by transformers, cached decoding against the full forward pass, masked tokens as
-no-ops, the sampler's row-per-action fallback, LoRA, HF export and a SEPO step."""
+no-ops, LoRA, HF export; under -m slow (the default suite's 10-minute budget): long chunked prefills,
+the sampler's row-per-action fallback and SEPO steps."""
 
 import functools
 import json
@@ -112,6 +113,7 @@ def test_logits_match_transformers(shape, tok, tmp_path):
     np.testing.assert_allclose(_torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_long_prefill_in_several_chunks_matches_transformers(tok, tmp_path):
     from sepo_jax.model.weights import load_hf
 
@@ -213,6 +215,7 @@ def _brute_action_log_probs(model, ids, mask):
     return np.where(LEGAL[:rows], out, -np.inf)
 
 
+@pytest.mark.slow
 def test_sampler_scores_actions_row_by_row():
     model = _random_model(num_layers=2, layer_types=("linear_attention", "full_attention"))
     ids, mask = _batch(40, np.random.default_rng(5), length=8)
@@ -278,9 +281,10 @@ def test_lora_targets_both_layer_kinds_and_starts_as_the_identity():
     assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("lora_rank", [2, pytest.param(0, marks=pytest.mark.slow)])
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (cold compile ~40 s)
+@pytest.mark.parametrize("lora_rank", [2, 0])
 def test_sepo_step_trains_a_tiny_qwen3_5(lora_rank, tok):
-    """LoRA (default suite) and full fine-tuning (slow): the trainer takes the model object as it is."""
+    """LoRA and full fine-tuning (both under -m slow for the default suite's budget): the trainer takes the model object as it is."""
     from sepo_jax.config import default_config
     from sepo_jax.rl import trainer
 
