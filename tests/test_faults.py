@@ -48,7 +48,10 @@ def train_cli(workdir, kill_after_checkpoint=None):
     """Run the training CLI; with `kill_after_checkpoint=k`, SIGKILL it as soon as checkpoint k is
     committed (it is already working on the next step then: computing, writing metrics or saving)."""
     cmd = [sys.executable, "-m", "sepo_jax.train", *TINY_CLI, f"--workdir={workdir}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the runs share the suite's persistent compilation cache: a rerun after a kill compiles nothing anew
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if kill_after_checkpoint is None:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
