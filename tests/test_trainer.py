@@ -191,6 +191,7 @@ def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
     assert moved > 1e-3 and same < 1e-3 * moved, (same, moved)
 
 
+@pytest.mark.slow  # two compiles of the SEPO step; the default suite's 10-minute budget
 def test_microbatched_update_equals_the_whole_batch():
     """`grpo.microbatches` slices the update's decisions and sums the gradients: the same step."""
 
