@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .transformer import MLP, REMAT_POLICIES, Embedding, Linear, RMSNorm, _rope, gathered, param, stacked
+from .transformer import (MLP, REMAT_POLICIES, Embedding, Linear, RMSNorm, _rope, gathered, lm_logits, param, stacked,
+                          token_positions)
 
 MODEL_TYPES = ("gemma4", "gemma4_text")
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -407,11 +408,8 @@ class Gemma4(nnx.Module):
     """As ``transformer.Decoder.__call__``."""
     b, t = input_ids.shape
     c = self.config
-    mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
-    next_pos = cache.next_pos if use_cache else jnp.zeros((b,), jnp.int32)
-    if positions is None:
-      positions = next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
     segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     index = cache.index if use_cache else None
     if use_cache:
@@ -483,17 +481,7 @@ class Gemma4(nnx.Module):
         else:
           store = carried
 
-    if output_positions is not None:
-      x = x[:, output_positions]
-    x = self.norm(x[:, -1:] if last_only else x)
-    if c.tie_embeddings:
-      logits = jnp.dot(x, gathered(self.embed_tokens.weight[...]).astype(c.dtype).T,
-                       preferred_element_type=jnp.float32)
-    else:
-      logits = self.lm_head(x, out_dtype=jnp.float32)
-    logits = logits.astype(jnp.float32)
-    if c.final_logit_softcapping:
-      logits = jnp.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
+    logits = lm_logits(self, x, last_only, output_positions)
     if not use_cache:
       return logits
     next_pos = jnp.maximum(cache.next_pos, jnp.max(jnp.where(mask, positions + 1, 0), axis=1))

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sepo_jax.model.transformer import (MLP, REMAT_POLICIES, Embedding, Linear, RMSNorm, _init, _inv_freq, _rope,
-                                        gathered, param, stacked)
+                                        gathered, lm_logits, param, stacked, token_positions)
 
 MODEL_TYPES = ("qwen3_5", "qwen3_5_text")
 LAYER_KINDS = ("linear_attention", "full_attention")
@@ -484,11 +484,8 @@ class Qwen35Decoder(nnx.Module):
                        "row: score each branch as its own row")
     b, t = input_ids.shape
     c = self.config
-    mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
-    next_pos = cache.next_pos if use_cache else jnp.zeros((b,), jnp.int32)
-    if positions is None:
-      positions = next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
     index = cache.index if use_cache else None
     if use_cache:
       k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
@@ -565,15 +562,7 @@ class Qwen35Decoder(nnx.Module):
     kv0 = (cache.k, cache.v) if (use_cache and n_full) else None
     xs = (jnp.arange(blocks), lin_params, full_params, lin_states if n_lin else None)
     (x, kv), ys = jax.lax.scan(body, (x, kv0), xs)
-    if output_positions is not None:
-      x = x[:, output_positions]
-    x = self.norm(x[:, -1:] if last_only else x)
-    if c.tie_embeddings:
-      logits = jnp.dot(x, gathered(self.embed_tokens.weight[...]).astype(c.dtype).T,
-                       preferred_element_type=jnp.float32)
-    else:
-      logits = self.lm_head(x, out_dtype=jnp.float32)
-    logits = logits.astype(jnp.float32)
+    logits = lm_logits(self, x, last_only, output_positions)
     if not use_cache:
       return logits
     new_next = jnp.maximum(cache.next_pos, jnp.max(jnp.where(mask, positions + 1, 0), axis=1))

@@ -421,6 +421,34 @@ class DecoderLayer(nnx.Module):
     return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
+def token_positions(input_ids, attention_mask, cache, positions):
+  """(mask [B,T] bool, positions [B,T]) of the call convention: by default a row's unmasked tokens
+  continue from the cache's next position (0 without a cache)."""
+  b, t = input_ids.shape
+  mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+  if positions is None:
+    start = cache.next_pos if cache is not None else jnp.zeros((b,), jnp.int32)
+    positions = start[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+  return mask, positions
+
+
+def lm_logits(model, x, last_only: bool, output_positions):
+  """float32 logits of a decoder's (``model.norm``, tied ``embed_tokens`` or ``lm_head``) final hidden
+  states ``x`` at the chunk indices asked for. The head accumulates in float32 whatever the compute
+  dtype: log-probs feed importance ratios."""
+  c = model.config
+  if output_positions is not None:
+    x = x[:, output_positions]
+  x = model.norm(x[:, -1:] if last_only else x)
+  if c.tie_embeddings:
+    logits = jnp.dot(x, gathered(model.embed_tokens.weight[...]).astype(c.dtype).T, preferred_element_type=jnp.float32)
+  else:
+    logits = model.lm_head(x, out_dtype=jnp.float32)
+  logits = logits.astype(jnp.float32)
+  cap = getattr(c, "final_logit_softcapping", None)
+  return jnp.tanh(logits / cap) * cap if cap else logits
+
+
 class Decoder(nnx.Module):
   """The causal LM. See the module docstring for the call and cache conventions."""
 
@@ -458,11 +486,8 @@ class Decoder(nnx.Module):
     """
     b, t = input_ids.shape
     c = self.config
-    mask = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
-    next_pos = cache.next_pos if use_cache else jnp.zeros((b,), jnp.int32)
-    if positions is None:
-      positions = next_pos[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
     segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     if use_cache:
       index = cache.index
@@ -496,17 +521,7 @@ class Decoder(nnx.Module):
     kinds = jnp.asarray([kind == "sliding_attention" for kind in c.layer_types])
     (x, kv), _ = jax.lax.scan(body, (x, (cache.k, cache.v) if use_cache else None),
                               (stack, jnp.arange(c.num_layers), rope_tables(c), kinds))
-    if output_positions is not None:
-      x = x[:, output_positions]
-    x = self.norm(x[:, -1:] if last_only else x)
-    # The head accumulates in float32 whatever the compute dtype: log-probs feed importance ratios.
-    if c.tie_embeddings:
-      logits = jnp.dot(x, gathered(self.embed_tokens.weight[...]).astype(c.dtype).T, preferred_element_type=jnp.float32)
-    else:
-      logits = self.lm_head(x, out_dtype=jnp.float32)
-    logits = logits.astype(jnp.float32)
-    if c.final_logit_softcapping:
-      logits = jnp.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
+    logits = lm_logits(self, x, last_only, output_positions)
     if not use_cache:
       return logits
     next_pos = jnp.maximum(cache.next_pos, jnp.max(jnp.where(mask, positions + 1, 0), axis=1))
