@@ -19,6 +19,7 @@ from sepo_jax.model import gemma4  # noqa: E402
 from sepo_jax.model.sampler import _action_scores, action_log_probs, generate, prefill  # noqa: E402
 from sepo_jax.model.tokenizer import embedded_tokenizer  # noqa: E402
 from sepo_jax.model.weights import config_from_hf, name_table, save_hf  # noqa: E402
+from hf_oracle import left_padded_batch, torch_logits  # noqa: E402
 
 S, F = "sliding_attention", "full_attention"
 COMMON = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
@@ -77,14 +78,6 @@ def _checkpoint(name, tok, folder, multimodal=False):
     return model
 
 
-def _batch(vocab, rng, length=11):
-    ids = rng.integers(4, vocab, size=(3, length))
-    mask = np.ones_like(ids, bool)
-    mask[1, :3] = False  # left padding
-    mask[2, :6] = False
-    ids[~mask] = 0
-    return ids, mask
-
 
 @nnx.jit
 def _forward(model, ids, mask):
@@ -95,12 +88,6 @@ def _forward(model, ids, mask):
 def _step(model, ids, mask, cache):
     return model(jnp.asarray(ids), jnp.asarray(mask), cache=cache)
 
-
-def _torch_logits(model, ids, mask):
-    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
-                     position_ids=torch.tensor(positions)).logits.float().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +103,9 @@ def test_logits_match_transformers_and_export_round_trips(name, tok, tmp_path):
     theirs_model = _checkpoint(name, tok, tmp_path / "hf")
     model, loaded_tok = load(tmp_path / "hf")
     assert isinstance(model, gemma4.Gemma4) and loaded_tok.vocab_size == tok.vocab_size
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(0))
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(0))
     ours = np.asarray(_forward(model, ids, mask))
-    theirs = _torch_logits(theirs_model, ids, mask)
+    theirs = torch_logits(theirs_model, ids, mask)
     assert np.abs(theirs).max() > 1.0
     np.testing.assert_allclose(ours[mask], theirs[mask], atol=1e-4, rtol=1e-4)
     unpadded = np.asarray(_forward(model, ids[2:, 6:], np.ones((1, 5), bool)))
@@ -127,7 +114,7 @@ def test_logits_match_transformers_and_export_round_trips(name, tok, tmp_path):
     save_hf(model, loaded_tok, tmp_path / "ours")  # transformers reads what we write
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
     assert isinstance(again, transformers.Gemma4ForCausalLM)
-    np.testing.assert_allclose(_torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
 
 
 def test_the_stacks_hold_a_repeating_block_and_shared_layers_own_no_kv():
@@ -149,15 +136,15 @@ def test_multimodal_checkpoint_loads_its_language_model(tok, tmp_path):
     theirs_model = _checkpoint("ple_shared_keqv", tok, tmp_path / "hf", multimodal=True)
     assert isinstance(theirs_model, transformers.Gemma4ForConditionalGeneration)
     model, _ = load(tmp_path / "hf")
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(1))
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(1))
     np.testing.assert_allclose(np.asarray(_forward(model, ids, mask))[mask],
-                               _torch_logits(theirs_model, ids, mask)[mask], atol=1e-4, rtol=1e-4)
+                               torch_logits(theirs_model, ids, mask)[mask], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
 def test_greedy_decoding_matches_transformers_generate(tiny, tok):
     model, theirs_model, _ = tiny
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(2))
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(2))
     steps = 5
     gen = nnx.jit(generate, static_argnames=("max_new_tokens", "temperature"))(
         model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), max_new_tokens=steps, temperature=0.0)
@@ -169,7 +156,7 @@ def test_greedy_decoding_matches_transformers_generate(tiny, tok):
 
 def test_cached_decoding_and_tree_branches_equal_the_full_forward(tiny, tok):
     model = tiny[0]
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(3), length=12)
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(3), length=12)
     full = np.asarray(_forward(model, ids, mask))
     cache = model.init_cache(3, 14)
     chunks = []
@@ -224,7 +211,7 @@ def test_unsupported_settings_stop_the_load(key, value, match):
 
 def test_lora_starts_as_the_base_model_and_merges_out_of_export(tiny, tok, tmp_path):
     model = load(tiny[2])[0]
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(4))
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(4))
     before = np.asarray(_forward(model, ids, mask))
     apply_lora(model, rank=2, rngs=nnx.Rngs(1))
     lora = nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))
@@ -300,7 +287,7 @@ def test_fsdp_forward_equals_one_device_and_leaves_the_per_layer_table_sharded()
     mesh = parallel.make_mesh(2, 4)
     graphdef, state = nnx.split(model)
     state = jax.device_put(state, parallel.logical_shardings(mesh, state))
-    ids, mask = _batch(64, np.random.default_rng(5))
+    ids, mask = left_padded_batch(64, np.random.default_rng(5))
     ids, mask = np.concatenate([ids, ids[:1]]), np.concatenate([mask, mask[:1]])  # 4 rows: divisible by data=2
 
     @jax.jit

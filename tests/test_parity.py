@@ -16,6 +16,7 @@ from sepo_jax.model import load  # noqa: E402
 from sepo_jax.model.sampler import generate  # noqa: E402
 from sepo_jax.model.tokenizer import embedded_tokenizer  # noqa: E402
 from sepo_jax.model.weights import save_hf  # noqa: E402
+from hf_oracle import left_padded_batch, torch_logits  # noqa: E402
 
 SIZES = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
@@ -56,20 +57,6 @@ def _checkpoint(family, tok, folder):
     return model
 
 
-def _batch(vocab, rng):
-    ids = rng.integers(4, vocab, size=(3, 11))
-    mask = np.ones_like(ids, bool)
-    mask[1, :3] = False  # left padding
-    mask[2, :6] = False
-    ids[~mask] = 0
-    return ids, mask
-
-
-def _torch_logits(model, ids, mask):
-    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
-                     position_ids=torch.tensor(positions)).logits.float().numpy()
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma2", "gemma3"])
@@ -77,10 +64,10 @@ def test_logits_and_greedy_tokens_match_transformers(family, tok, tmp_path):
     theirs_model = _checkpoint(family, tok, tmp_path / "hf")
     model, loaded_tok = load(tmp_path / "hf")
     assert model.config.family == family and loaded_tok.vocab_size == tok.vocab_size
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(0))
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(0))
 
     ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
-    theirs = _torch_logits(theirs_model, ids, mask)
+    theirs = torch_logits(theirs_model, ids, mask)
     assert np.abs(theirs).max() > 1.0  # the weights are not trivially small
     np.testing.assert_allclose(ours[mask], theirs[mask], atol=1e-4, rtol=1e-4)
     unpadded = np.asarray(model(jnp.asarray(ids[2:, 6:]), jnp.ones((1, 5), bool)))
@@ -96,7 +83,7 @@ def test_logits_and_greedy_tokens_match_transformers(family, tok, tmp_path):
 
     save_hf(model, loaded_tok, tmp_path / "ours")  # and back: transformers reads what we write
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
-    np.testing.assert_allclose(_torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
     # (AutoTokenizer would swap in Qwen2Tokenizer and its own pre-tokenizer for model_type qwen2)
     hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(tmp_path / "ours")
     text = "".join(template_texts()[:20])

@@ -21,6 +21,7 @@ from sepo_jax.model import sampler  # noqa: E402
 from sepo_jax.model.qwen3_5 import Qwen35Config, Qwen35Decoder, gated_delta_rule  # noqa: E402
 from sepo_jax.model.tokenizer import embedded_tokenizer  # noqa: E402
 from sepo_jax.model.weights import name_table, save_hf  # noqa: E402
+from hf_oracle import left_padded_batch, torch_logits  # noqa: E402
 
 BASE = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
             linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
@@ -72,20 +73,6 @@ def _checkpoint(shape, tok, folder, wrapper=False):
     return model
 
 
-def _batch(vocab, rng, length=11):
-    ids = rng.integers(4, vocab, size=(3, length))
-    mask = np.ones_like(ids, bool)
-    mask[1, :3] = False
-    mask[2, :6] = False
-    ids[~mask] = 0
-    return ids, mask
-
-
-def _torch_logits(model, ids, mask):
-    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
-                     position_ids=torch.tensor(positions)).logits.float().numpy()
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -93,9 +80,9 @@ def test_logits_match_transformers(shape, tok, tmp_path):
     theirs_model = _checkpoint(shape, tok, tmp_path / "hf")
     model, loaded_tok = load(tmp_path / "hf")
     assert isinstance(model, Qwen35Decoder) and loaded_tok.vocab_size == tok.vocab_size
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(0))
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(0))
     ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
-    theirs = _torch_logits(theirs_model, ids, mask)
+    theirs = torch_logits(theirs_model, ids, mask)
     assert np.abs(theirs).max() > 1.0
     np.testing.assert_allclose(ours[mask], theirs[mask], atol=1e-4, rtol=1e-4)
     unpadded = np.asarray(model(jnp.asarray(ids[2:, 6:]), jnp.ones((1, 5), bool)))
@@ -110,7 +97,7 @@ def test_logits_match_transformers(shape, tok, tmp_path):
     save_hf(model, loaded_tok, tmp_path / "ours")  # and back: transformers reads what we write
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
     assert type(again).__name__ == "Qwen3_5ForCausalLM"
-    np.testing.assert_allclose(_torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(torch_logits(again, ids, mask)[mask], theirs[mask], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -122,10 +109,10 @@ def test_long_prefill_in_several_chunks_matches_transformers(tok, tmp_path):
     from safetensors.numpy import save_file
 
     save_file({"mtp.fc.weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "hf" / "mtp.safetensors"))  # ignored
-    ids, mask = _batch(tok.vocab_size, np.random.default_rng(1), length=23)
+    ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(1), length=23)
     model, _ = load_hf(str(tmp_path / "hf"), chunk_size=4)  # 6 chunks, the last one padded
     ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
-    np.testing.assert_allclose(ours[mask], _torch_logits(theirs_model, ids, mask)[mask], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(ours[mask], torch_logits(theirs_model, ids, mask)[mask], atol=1e-4, rtol=1e-4)
 
 
 def test_delta_rule_chunks_equal_the_token_recurrence():
@@ -164,7 +151,7 @@ def _random_model(**over):
 @pytest.mark.parametrize("layers", [4, 2])
 def test_cached_decoding_equals_the_full_forward_pass(layers):
     model = _random_model(num_layers=layers, layer_types=None if layers == 4 else ("linear_attention",) * 2)
-    ids, mask = _batch(40, np.random.default_rng(2), length=12)
+    ids, mask = left_padded_batch(40, np.random.default_rng(2), length=12)
     full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
     cache = model.init_cache(3, 12)
     logits, cache = model(jnp.asarray(ids[:, :7]), jnp.asarray(mask[:, :7]), cache=cache)  # prefill, then 1 by 1
@@ -218,7 +205,7 @@ def _brute_action_log_probs(model, ids, mask):
 @pytest.mark.slow
 def test_sampler_scores_actions_row_by_row():
     model = _random_model(num_layers=2, layer_types=("linear_attention", "full_attention"))
-    ids, mask = _batch(40, np.random.default_rng(5), length=8)
+    ids, mask = left_padded_batch(40, np.random.default_rng(5), length=8)
     want = _brute_action_log_probs(model, ids, mask)
     got = nnx.jit(sampler.action_log_probs)(model, jnp.asarray(ids), jnp.asarray(mask), ACTION_IDS, ACTION_LEN, LEGAL)
     np.testing.assert_allclose(np.asarray(got)[LEGAL], want[LEGAL], atol=1e-4, rtol=1e-4)
@@ -263,7 +250,7 @@ def test_unsupported_settings_stop_the_load(key, value):
 
 def test_lora_targets_both_layer_kinds_and_starts_as_the_identity():
     model = _random_model(num_layers=2, layer_types=("linear_attention", "full_attention"))
-    ids, mask = _batch(40, np.random.default_rng(6), length=6)
+    ids, mask = left_padded_batch(40, np.random.default_rng(6), length=6)
     before = model(jnp.asarray(ids), jnp.asarray(mask))
     lora.apply_lora(model, rank=2, rngs=nnx.Rngs(1))
     adapted = {".".join(map(str, p[:-2])) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))}

@@ -64,7 +64,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sepo_jax.model.transformer import (MLP, REMAT_POLICIES, Embedding, Linear, RMSNorm, _init, _inv_freq, _rope,
-                                        gathered, lm_logits, param, stacked, token_positions)
+                                        gathered, lm_logits, param, stacked, token_positions,
+                                        write_kv)
 
 MODEL_TYPES = ("qwen3_5", "qwen3_5_text")
 LAYER_KINDS = ("linear_attention", "full_attention")
@@ -402,14 +403,7 @@ class GatedAttention(nnx.Module):
     v = self.v_proj(x).reshape(b, t, nk, d)
     partial = lambda y: jnp.concatenate([_rope(y[..., :rot], positions, inv_freq), y[..., rot:]], axis=-1)  # noqa: E731
     q, k = partial(q), partial(k)
-    if cache is None:
-      k_cache, v_cache = k, v
-    else:
-      k_all, v_all, layer, index = cache
-      k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
-      v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
-      k_cache, v_cache = k_all[layer], v_all[layer]
-      cache = (k_all, v_all)
+    k_cache, v_cache, cache = write_kv(k, v, cache)
     q = q.reshape(b, t, nk, nh // nk, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k_cache.astype(q.dtype), preferred_element_type=jnp.float32) * d ** -0.5
     scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)

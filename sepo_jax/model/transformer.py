@@ -362,14 +362,7 @@ class Attention(nnx.Module):
     if self.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = _rope(q, positions, inv_freq), _rope(k, positions, inv_freq)
-    if cache is None:
-      k_cache, v_cache = k, v
-    else:
-      k_all, v_all, layer, index = cache
-      k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
-      v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
-      k_cache, v_cache = k_all[layer], v_all[layer]
-      cache = (k_all, v_all)
+    k_cache, v_cache, cache = write_kv(k, v, cache)
     q = q.reshape(b, t, nk, nh // nk, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k_cache.astype(q.dtype),
                         preferred_element_type=jnp.float32) * self.scale
@@ -419,6 +412,18 @@ class DecoderLayer(nnx.Module):
       return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), cache
     x = x + h
     return x + self.mlp(self.post_attention_layernorm(x)), cache
+
+
+def write_kv(k, v, cache):
+  """(keys, values to attend over, updated stacked caches): without a cache this chunk's own; with
+  ``cache`` = (k_all [L,B,S,K,D], v_all, layer, index) the chunk is written at slot ``index`` of
+  ``layer`` in place and that layer's whole cache is attended."""
+  if cache is None:
+    return k, v, None
+  k_all, v_all, layer, index = cache
+  k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
+  v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
+  return k_all[layer], v_all[layer], (k_all, v_all)
 
 
 def token_positions(input_ids, attention_mask, cache, positions):
