@@ -1,4 +1,4 @@
-"""SEPO on ipd (SEPO.md §1-4 defaults; see sepo_jax/config.py)."""
+"""SEPO on ipd (docs/method.md §1-4 defaults; see sepo_jax/config.py)."""
 
 from sepo_jax.config import default_config
 

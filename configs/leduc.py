@@ -1,4 +1,4 @@
-"""SEPO on leduc (SEPO.md §1-4 defaults; see sepo_jax/config.py)."""
+"""SEPO on leduc (docs/method.md §1-4 defaults; see sepo_jax/config.py)."""
 
 from sepo_jax.config import default_config
 

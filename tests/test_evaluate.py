@@ -1,23 +1,70 @@
+import contextlib
+import io
 import json
+import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from absl import app
+from tensorboardX.proto import event_pb2
 
 from sepo_jax import evaluate
 from sepo_jax.rl import loop
 
-from test_trainer import tiny
+from test_trainer import read, tiny
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A finished tiny Kuhn run (2 SFT + 3 SEPO steps, a checkpoint every step, the last 3 kept)."""
+    """A finished tiny Kuhn run (2 SFT + 3 SEPO steps, a checkpoint every step, the last 3 kept), its
+    console output in `console.log`, and what a second run of it printed and returned in `rerun.json`."""
     workdir = tmp_path_factory.mktemp("run")
-    loop.run(tiny(), str(workdir), progress=False)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        loop.run(tiny(), str(workdir), progress=False)
+    (workdir / "console.log").write_text(console.getvalue())
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        last = loop.run(tiny(), str(workdir), progress=False)
+    (workdir / "rerun.json").write_text(json.dumps({"stdout": console.getvalue(), "last": last}))
     return workdir
+
+
+def tensorboard_steps(folder):
+    """{tag: [steps]} of the scalars in a TensorBoard event folder (TFRecord: length, its CRC, data, CRC)."""
+    out = {}
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        while data:
+            (n,) = struct.unpack("<Q", data[:8])
+            event = event_pb2.Event.FromString(data[12:12 + n])
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append(event.step)
+            data = data[12 + n + 4:]
+    return out
+
+
+def test_one_step_counter_numbers_the_console_metrics_checkpoints_tensorboard_and_evaluate(run_dir):
+    assert [r["step"] for r in read(run_dir / "sft_metrics.jsonl")] == [1, 2]
+    assert [r["step"] for r in read(run_dir / "metrics.jsonl")] == [3, 4, 5]
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [3, 4, 5]
+    tb = tensorboard_steps(run_dir / "tb")
+    assert tb["sft/sft_loss"] == [1, 2] and tb["sepo/payoff"] == [3, 4, 5]
+    console = (run_dir / "console.log").read_text()
+    assert f"starting the run in {run_dir} at step 0 of 5 (steps 1-2 are the SFT warm start, 3-5 SEPO)" in console
+    assert [line.split(" ", 3)[:3] for line in console.splitlines() if line.startswith("[")] == [
+        ["[sft]", "step", "1/2"], ["[sft]", "step", "2/2"], ["[sepo]", "step", "3/5"], ["[sepo]", "step", "4/5"],
+        ["[sepo]", "step", "5/5"]]
+    # evaluate --steps takes these numbers: test_group_rows_agree_with_the_summary_metrics and
+    # test_bad_requests_name_the_culprit
+
+
+def test_rerunning_a_complete_run_says_so_and_returns_its_final_metrics(run_dir):
+    rerun = json.loads((run_dir / "rerun.json").read_text())
+    assert rerun["stdout"] == f"sepo_jax: the run in {run_dir} is complete (step 5 of 5); nothing to train\n"
+    assert rerun["last"] == read(run_dir / "metrics.jsonl")[-1]
 
 
 def test_cli_evaluates_the_latest_checkpoint_and_writes_eval_json(run_dir):
@@ -25,8 +72,10 @@ def test_cli_evaluates_the_latest_checkpoint_and_writes_eval_json(run_dir):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| pool | opponent |" in out.stdout and "nash_conv" in out.stdout
+    assert "compiling the evaluation..." in out.stdout
+    assert "[evaluate] checkpoint 1/1 step 5 (SEPO): payoff=" in out.stdout
     data = json.loads((run_dir / "eval.json").read_text())
-    assert list(data["steps"]) == ["5"]  # sft 2 + sepo 3
+    assert list(data["steps"]) == ["5"]  # steps 1-2 the warm start, 3-5 SEPO
     r = data["steps"]["5"]
     assert {"payoff", "exploit_pool_advantage", "robust", "collusion", "externality", "safety", "nra", "shift",
             "nash_conv", "exploitability"} <= set(r["metrics"])

@@ -4,12 +4,14 @@ trajectory (config.json lost too), a lost process in a multi-process run, two ru
 settings that cannot work, a workdir that cannot hold a run, and the one-line errors that name them."""
 
 import errno
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,7 @@ from test_parallel import _free_port
 from test_trainer import read, tiny
 
 TINY_CLI = [
-    "--config=configs/kuhn.py", "--config.mesh.data=1", "--config.num_hands=2",
+    f"--config={Path(__file__).parent.parent / 'configs' / 'kuhn.py'}", "--config.mesh.data=1", "--config.num_hands=2",
     "--config.model.hidden_size=32", "--config.model.num_layers=1", "--config.model.num_heads=2",
     "--config.model.num_kv_heads=1", "--config.model.intermediate_size=64",
     "--config.rollout.group_size=2", "--config.sft.episodes=8", "--config.sft.steps=3", "--config.steps=4",
@@ -44,36 +46,57 @@ def committed(workdir, step):
     return os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
 
 
-def train_cli(workdir, kill_after_checkpoint=None):
-    """Run the training CLI; with `kill_after_checkpoint=k`, SIGKILL it as soon as checkpoint k is
+def train_cli(cwd, kill_after_checkpoint=None):
+    """Run the training CLI in folder `cwd` without --workdir (so in its default workdir under cwd/runs/)
+    and return its stdout; with `kill_after_checkpoint=k`, SIGKILL it as soon as checkpoint k is
     committed (it is already working on the next step then: computing, writing metrics or saving)."""
-    cmd = [sys.executable, "-m", "sepo_jax.train", *TINY_CLI, f"--workdir={workdir}"]
+    os.makedirs(cwd, exist_ok=True)
+    cmd = [sys.executable, "-m", "sepo_jax.train", *TINY_CLI]
     # the runs share the suite's persistent compilation cache: a rerun after a kill compiles nothing anew
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.abspath(jax.config.jax_compilation_cache_dir),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    if kill_after_checkpoint is None:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
-        return
-    deadline = time.time() + 600
-    while not committed(workdir, kill_after_checkpoint) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"finished before checkpoint {kill_after_checkpoint}: {proc.stderr.read()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with open(os.path.join(cwd, "stdout.log"), "w+") as out:  # a file: an unread pipe would block the run
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+        if kill_after_checkpoint is None:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err
+        else:
+            deadline = time.time() + 600
+            while (not glob.glob(os.path.join(cwd, "runs", "*", "checkpoints", str(kill_after_checkpoint)))
+                   and proc.poll() is None and time.time() < deadline):
+                time.sleep(0.05)
+            assert proc.poll() is None, f"finished before checkpoint {kill_after_checkpoint}: {proc.stderr.read()}"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        return out.read()
 
 
-def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
+def run_folder(cwd):
+    """The one run folder the CLI made under cwd/runs/."""
+    [folder] = Path(cwd, "runs").iterdir()
+    return folder
+
+
+def test_sigkill_then_rerun_of_the_same_command_ends_where_an_uninterrupted_run_ends(tmp_path):
     train_cli(tmp_path / "clean")
     killed = tmp_path / "killed"
     # killed in the warm start; the rerun finishes it, starts SEPO and runs it to the end (a resume
     # inside SEPO is test_trainer's resume test)
     train_cli(killed, kill_after_checkpoint=2)
-    train_cli(killed)
+    out = train_cli(killed)  # the same command, without --workdir: it resumes the same default workdir
+    folder = run_folder(killed)
+    assert folder.name == run_folder(tmp_path / "clean").name and folder.name.startswith("kuhn-")
+    assert f"resuming the run in runs/{folder.name} from its checkpoint at step 2 of 7 (steps 1-3 are the SFT warm " \
+           "start, 4-7 SEPO)" in out
+    assert "[sft] step 3/3" in out and "[sepo] step 7/7" in out
     for name in ("sft_metrics.jsonl", "metrics.jsonl"):
-        same_records(read(tmp_path / "clean" / name), read(killed / name))
-    assert [r["step"] for r in read(killed / "metrics.jsonl")] == [1, 2, 3, 4]
+        same_records(read(tmp_path / "clean" / "runs" / folder.name / name), read(folder / name))
+    assert [r["step"] for r in read(folder / "metrics.jsonl")] == [4, 5, 6, 7]
+    last = read(folder / "metrics.jsonl")[-1]
+    assert f"final metrics (step 7, the last line of {folder / 'metrics.jsonl'}):" in out
+    assert f"payoff={last['payoff']:.4f}" in out and f"--workdir=runs/{folder.name}" in out
+    # a third run of the command finds the run complete: test_evaluate.py's rerun test (in-process: ~2 s, not ~20)
 
 
 def damage(step_dir):
@@ -114,7 +137,7 @@ def test_no_restorable_checkpoint_is_a_clear_error_that_moves_nothing(tmp_path):
     loop.run(other, str(tmp_path), progress=False, overwrite=True)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"] and (tmp_path / "notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 7
-    assert [r["step"] for r in read(tmp_path / "metrics.jsonl")] == [1]
+    assert [r["step"] for r in read(tmp_path / "metrics.jsonl")] == [2]
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_a_bad_middle_line_named(tmp_path):
@@ -128,6 +151,9 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_bad_middle_line_named(tmp_pat
     path.write_text('{"step": 1}\n{"loss": 0.3}\n{"step": 3}\n')  # was a bare KeyError: 'step'
     with pytest.raises(ValueError, match=f"{path}, line 2, is not a metrics record"):
         loop.MetricsLog(str(path), keep_up_to=5)
+    path.write_text('{"step": 1}\n{"step": 2}\n')  # SEPO steps as numbered before the phases shared one counter
+    with pytest.raises(ValueError, match=f"{path}, line 1, is step 1, before this phase's first step 301.*add 300"):
+        loop.MetricsLog(str(path), keep_up_to=310, first=301)
 
 
 def test_resuming_with_a_trajectory_changing_config_names_the_keys():
@@ -180,7 +206,7 @@ def test_a_lost_process_stops_the_other_and_a_rerun_resumes(tmp_path):
     finish(launch_two_processes(lost))
     for name in ("sft_metrics.jsonl", "metrics.jsonl"):  # process 0 alone writes them: each step once
         same_records(read(tmp_path / "clean" / name), read(lost / name))
-    assert [r["step"] for r in read(lost / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [r["step"] for r in read(lost / "metrics.jsonl")] == [4, 5, 6, 7]
 
 
 # ---- one run per workdir -------------------------------------------------------------------------------

@@ -27,4 +27,4 @@ def test_batch_equals_one_at_a_time(name):
             np.testing.assert_array_equal(x, y[i])
         for field in ("payoffs", "returns", "current_player", "legal_action_mask", "round", "terminated"):
             np.testing.assert_array_equal(getattr(single, field), getattr(batch, field)[i])  # derived on a batch too
-    assert bool(batch.terminated.all()) and int(batch.data["illegal"].sum()) == 0
+    assert bool(batch.terminated.all()) and int(batch.illegal.sum()) == 0

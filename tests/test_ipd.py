@@ -49,10 +49,9 @@ def test_round_counting_and_termination():
 def test_illegal_action_is_noop(action):
     state = run([C, D, D])
     after = STEP(state, action, KEY)
-    assert int(after.data["illegal"]) == 1
-    for k in ("moves",):
-        np.testing.assert_array_equal(after.data[k], state.data[k])
-    for x, y in zip(jax.tree.leaves(after.replace(data={})), jax.tree.leaves(state.replace(data={}))):
+    assert int(after.illegal) == 1
+    np.testing.assert_array_equal(after.moves, state.moves)
+    for x, y in zip(jax.tree.leaves(after.replace(illegal=state.illegal)), jax.tree.leaves(state)):
         np.testing.assert_array_equal(x, y)
 
 
@@ -92,7 +91,7 @@ def test_infoset_rows_are_a_bijection():
         moves = np.full((len(hist), 8, 2), -1, np.int32)
         moves[:, :t, 0], moves[:, :t, 1] = hist // 2, hist % 2  # digit = own * 2 + opp for seat 0
         base = run([])
-        states = jax.vmap(lambda m: base.replace(round=jnp.int32(t), data={**base.data, "moves": m}))(moves)
+        states = jax.vmap(lambda m: base.replace(round=jnp.int32(t), moves=m))(moves)
         r = np.asarray(jax.vmap(index, (0, None))(states, jnp.int32(0)))
         code = (hist * 4 ** np.arange(t - 1, -1, -1)).sum(1) if t else np.zeros(1, int)
         np.testing.assert_array_equal(r, (4**t - 1) // 3 + code)
@@ -131,8 +130,8 @@ def test_prompt_builds_under_jit():
     final, _ = play_batch(GAME, lambda ids: opponents_policy(GAME, ids), seat_ids, jax.random.key(2))
     # mid-episode states: replay a prefix by marking later rounds as not yet played
     rounds = jnp.arange(16) % 8
-    moves = jnp.where(jnp.arange(8)[None, :, None] < rounds[:, None, None], final.data["moves"], -1)
-    states = final.replace(round=rounds, terminated=jnp.zeros(16, bool), data={**final.data, "moves": moves})
+    moves = jnp.where(jnp.arange(8)[None, :, None] < rounds[:, None, None], final.moves, -1)
+    states = final.replace(round=rounds, terminated=jnp.zeros(16, bool), moves=moves)
     prompts = jax.jit(jax.vmap(GAME.prompt, (0, None)))(states, jnp.int32(0))
     sizes = np.array([len(g) for g in prompts.groups])
     values = np.asarray(prompts.values)

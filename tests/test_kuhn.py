@@ -6,7 +6,7 @@ import pytest
 from openspiel_replay import record, replay
 
 from sepo_jax import games
-from sepo_jax.equilibrium.tree import KUHN_HISTORIES
+from sepo_jax.games.kuhn import HISTORIES as KUHN_HISTORIES
 
 
 def kuhn_row(s):
@@ -18,13 +18,13 @@ def test_matches_openspiel_on_random_playouts():
     final, moves = record(game, 1500, seed=0, opponent="RandomLegal")
     total = sum(replay("kuhn_poker", final, moves, e, lambda c, f: (c[f], c[1 - f]), kuhn_row) for e in range(1500))
     assert total > 1500 * 6 * 2
-    assert not final.data["illegal"].any()
+    assert not final.illegal.any()
 
 
 def play_hand(game, cards, actions, first_hand=0):
     """One hand with fixed cards: returns payoffs of the hand and the final state."""
     state = game.init(jax.random.key(0))
-    state = game.with_cards(state, state.data["cards"].at[first_hand].set(jnp.array(cards)))
+    state = game.with_cards(state, state.cards.at[first_hand].set(jnp.array(cards)))
     for a in actions:
         state = game.step(state, a, jax.random.key(1))
     return state
@@ -64,7 +64,7 @@ def test_illegal_action_is_a_counted_noop():
     game = games.make("kuhn")
     s = game.init(jax.random.key(0))
     s2 = game.step(s, 5, jax.random.key(0))
-    assert int(s2.data["illegal"]) == 1 and int(s2.num_steps) == 0
+    assert int(s2.illegal) == 1 and int(s2.num_steps) == 0
     with pytest.raises(ValueError, match="not legal"):
         game.check_action(s, 5)
 

@@ -31,12 +31,12 @@ def test_matches_openspiel_on_random_playouts(num_hands):
     deal = lambda c, f: (c[f], c[1 - f], c[2])
     total = sum(replay("leduc_poker", final, moves, e, deal, leduc_row) for e in range(n))
     assert total > n * num_hands * 2
-    assert not final.data["illegal"].any()
+    assert not final.illegal.any()
 
 
 def play(game, cards, actions):
     s = game.init(jax.random.key(0))
-    s = s.replace(data={**s.data, "cards": s.data["cards"].at[0].set(jnp.array(cards))})
+    s = game.with_cards(s, s.cards.at[0].set(jnp.array(cards)))
     for a in actions:
         s = game.step(s, a, jax.random.key(0))
     return s
@@ -65,7 +65,7 @@ def test_legal_masks():
     s = play(game, (0, 2, 4), (2, 2))
     assert s.legal_action_mask.tolist() == [True, True, False]  # two raises: no third
     s2 = game.step(s, 2, jax.random.key(0))
-    assert int(s2.data["illegal"]) == 1 and int(s2.num_steps) == int(s.num_steps)
+    assert int(s2.illegal) == 1 and int(s2.num_steps) == int(s.num_steps)
 
 
 def test_opponents():

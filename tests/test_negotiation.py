@@ -25,7 +25,8 @@ def run(game, moves, pool=None, values=None, key=KEY):
     if pool is not None:
         vid = [int(np.flatnonzero((COMPOSITIONS == v).all(1))[0]) for v in values]
         data = {"pool": jnp.array(pool, jnp.int32), "values": jnp.array(values, jnp.int32), "values_id": jnp.array(vid)}
-        state = state.replace(data={**state.data, **data}, legal_action_mask=game.legal(data, 0))
+        state = state.replace(**data)
+        state = state.replace(legal_action_mask=game.legal(state, 0))
     for i, a in enumerate(moves):
         state = STEP[game.name](state, a, jax.random.fold_in(key, i))
     return state
@@ -92,7 +93,7 @@ POOL, VALUES = (1, 4, 3), ((4, 5, 1), (2, 2, 6))
 
 def test_v2_draws():
     states = jax.vmap(V2.init)(jax.random.split(KEY, 4000))
-    pool, values, vid = (np.asarray(states.data[k]) for k in ("pool", "values", "values_id"))
+    pool, values, vid = (np.asarray(getattr(states, k)) for k in ("pool", "values", "values_id"))
     assert pool.min() == 1 and pool.max() == 4 and 0.2 < (pool == 4).mean() < 0.3
     assert (values >= 1).all() and (values.sum(-1) == 10).all() and len(COMPOSITIONS) == 36
     np.testing.assert_array_equal(values, COMPOSITIONS[vid])
@@ -105,8 +106,8 @@ def test_v2_legal_mask_and_illegal_demand():
     mask = np.asarray(state.legal_action_mask)
     assert mask.sum() == 2 * 5 * 4 and mask[a2(1, 4, 3)] and not mask[a2(2, 0, 0)] and not mask[a2(0, 0, 4)]
     bad = STEP["negotiation_v2"](state, a2(2, 0, 0), KEY)
-    assert int(bad.data["illegal"]) == 1 and int(bad.current_player) == 0
-    np.testing.assert_array_equal(bad.data["moves"], state.data["moves"])
+    assert int(bad.illegal) == 1 and int(bad.current_player) == 0
+    np.testing.assert_array_equal(bad.moves, state.moves)
     after = STEP["negotiation_v2"](state, a2(1, 4, 3), KEY)
     np.testing.assert_array_equal(after.legal_action_mask, mask)  # seat 1 sees the same pool
 
@@ -161,7 +162,7 @@ def test_v2_infoset_rows_are_a_bijection():
     grid = np.array([(t, p, v) for t in range(4) for p in range(64) for v in range(36)])
     states = jax.vmap(
         lambda t, p, v: base.replace(
-            round=t, data={**base.data, "pool": jnp.asarray(pools)[p], "values_id": jnp.array([v, 0])}
+            round=t, pool=jnp.asarray(pools)[p], values_id=jnp.array([v, 0])
         )
     )(*grid.T)
     rows = np.asarray(jax.jit(jax.vmap(V2.infoset_index, (0, None)))(states, jnp.int32(0)))
@@ -191,7 +192,7 @@ def test_round_counting_and_termination(game):
     assert state.terminated and int(state.current_player) == -1 and int(state.num_steps) == 8
     assert not state.legal_action_mask.any()
     again = STEP[game.name](state, 0, KEY)
-    assert int(again.data["illegal"]) == 0 and int(again.num_steps) == 8
+    assert int(again.illegal) == 0 and int(again.num_steps) == 8
 
 
 @pytest.mark.parametrize("game", [V1, V2], ids=lambda g: g.name)
@@ -199,8 +200,8 @@ def test_out_of_range_action_is_noop(game):
     state = run(game, [0])
     for action in (-1, game.num_actions):
         bad = STEP[game.name](state, action, KEY)
-        assert int(bad.data["illegal"]) == 1 and int(bad.num_steps) == 1
-        np.testing.assert_array_equal(bad.data["moves"], state.data["moves"])
+        assert int(bad.illegal) == 1 and int(bad.num_steps) == 1
+        np.testing.assert_array_equal(bad.moves, state.moves)
 
 
 @pytest.mark.parametrize("game", [V1, V2], ids=lambda g: g.name)
@@ -229,8 +230,8 @@ def test_prompt_builds_under_jit(game):
     policy_for = lambda ids: opponents_policy(game, ids)  # noqa: E731
     final, _ = jax.jit(lambda k: play_batch(game, policy_for, seat_ids, k))(jax.random.key(2))
     rounds = jnp.arange(8) % 4
-    moves = jnp.where(jnp.arange(4)[None, :, None] < rounds[:, None, None], final.data["moves"], -1)
-    states = final.replace(round=rounds, terminated=jnp.zeros(8, bool), data={**final.data, "moves": moves})
+    moves = jnp.where(jnp.arange(4)[None, :, None] < rounds[:, None, None], final.moves, -1)
+    states = final.replace(round=rounds, terminated=jnp.zeros(8, bool), moves=moves)
     prompts = jax.jit(jax.vmap(game.prompt, (0, None)))(states, jnp.int32(0))
     sizes = np.array([len(g) for g in prompts.groups])
     assert (np.asarray(prompts.values) >= -1).all() and (np.asarray(prompts.values) < sizes).all()
@@ -238,5 +239,5 @@ def test_prompt_builds_under_jit(game):
     text = "".join(g[int(v)] for g, v in zip(one.groups, one.values) if v >= 0)
     assert "Round 4 of 4." in text and "Round 3: you " in text and text.endswith("\nAction:")
     if game is V2:
-        pool = final.data["pool"][3]
+        pool = final.pool[3]
         assert f"up to {int(pool[0])} {int(pool[1])} {int(pool[2])}." in text

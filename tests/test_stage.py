@@ -1,11 +1,14 @@
-"""Stage-game best responses against brute force and hand-computed values."""
+"""Stage-game best responses and exposure against brute force and hand-computed values."""
 
 import itertools
 
 import numpy as np
 import pytest
 
+from sepo_jax import games
 from sepo_jax.equilibrium import stage
+from sepo_jax.games import ipd
+from sepo_jax.games.negotiation import COMPOSITIONS, DEMANDS
 
 R = {(0, 0): (3, 3), (0, 1): (0, 5), (1, 0): (5, 0), (1, 1): (1, 1)}
 
@@ -57,9 +60,9 @@ def test_ipd_br_vs_random_window_strategy(window):
 
 
 def test_ipd_full_table_round_trip_and_index():
-    assert stage.IPD_NUM_INFOSETS == 21845
-    assert stage.ipd_infoset_index(0, 0) == 0 and stage.ipd_infoset_index(1, 3) == 4
-    assert stage.ipd_infoset_index(7, 4**7 - 1) == 21844
+    assert games.make("ipd").num_infosets == 21845
+    assert ipd.infoset_row(0, 0) == 0 and ipd.infoset_row(1, 3) == 4
+    assert ipd.infoset_row(7, 4**7 - 1) == 21844
     rng = np.random.default_rng(0)
     p = rng.random(21845)
     table = np.stack([p, 1 - p], -1).astype(np.float32)
@@ -68,89 +71,104 @@ def test_ipd_full_table_round_trip_and_index():
     assert float(v_full) >= float(stage.ipd_values(np.tile([1.0, 0.0], (21845, 1)), table)[0]) - 1e-4
 
 
-def test_ipd_report():
-    always = lambda a: np.tile(np.eye(2)[a], (21845, 1)).astype(np.float32)
-    tft = stage.ipd_window_to_table(tit_for_tat(), 1)
-    r = stage.ipd_report(always(0), tft, tft)  # AlwaysCooperate vs TFT
-    assert float(r["value"]) == 24 and float(r["br_value"]) == 26 and float(r["gain"]) == 2
-    assert float(r["exposure"]) == 24  # the opponent's BR (AlwaysDefect) leaves it 0 instead of 24
-    r = stage.ipd_report(always(1), always(1), always(1))
-    assert float(r["gain"]) == 0 and float(r["exposure"]) == 0
+def test_ipd_exposure():
+    always = lambda a: np.tile(np.eye(2)[a], (21845, 1)).astype(np.float32)  # noqa: E731
+    r = stage.exposure("ipd", always(0))  # AlwaysCooperate: AlwaysDefect takes 5 a round, leaves 0
+    assert float(r["br_value"]) == 5 and float(r["learner_value"]) == 0
+    r = stage.exposure("ipd", stage.ipd_window_to_table(tit_for_tat(), 1))  # cooperate 7 rounds, defect last
+    assert float(r["br_value"]) == pytest.approx(26 / 8) and float(r["learner_value"]) == pytest.approx(21 / 8)
 
 
-def brute_auction(opp):
-    """Max over all 9 pure strategies (value -> bid) of the expected payoff against `opp` [2, 3]."""
-    best = -1.0
-    for s in itertools.product(range(3), repeat=2):
-        total = 0.0
-        for vi, v in enumerate(stage.AUCTION_VALUES):
-            a = stage.AUCTION_BIDS[s[vi]]
-            for wi in range(2):
-                for bi, b in enumerate(stage.AUCTION_BIDS):
-                    win = 1.0 if a > b else 0.5 if a == b else 0.0
-                    total += 0.25 * opp[wi, bi] * win * (v - a)
-        best = max(best, total)
-    return best
+def short(name, rounds):
+    """The game with fewer rounds (its rows for those rounds are the same), for brute force."""
+    game = games.make(name)
+    game.num_rounds, game.max_steps = rounds, 2 * rounds
+    return game
 
 
-def test_auction_br_equals_brute_force():
-    rng = np.random.default_rng(0)
-    opp = rng.dirichlet(np.ones(3), size=(6, 2)).astype(np.float32)
-    opp[0] = np.eye(3)[[2, 2]]  # AggressiveBid
-    opp[1] = np.eye(3)[[0, 0]]  # CollusiveLow
-    value, br = stage.auction_best_response(opp)
-    assert value.shape == (6,) and br.shape == (6, 2, 3)
-    for r in range(6):
-        assert float(value[r]) == pytest.approx(brute_auction(opp[r]), abs=1e-6)
-        assert float(stage.auction_values(br[r], opp[r])[0]) == pytest.approx(float(value[r]), abs=1e-6)
-    # against always-LOW: value 2 bids MEDIUM (wins 0) or ties LOW (0.5); value 4 bids MEDIUM (2)
-    np.testing.assert_allclose(br[1], np.eye(3)[[0, 1]])
+def brute_auction(table, rounds, t=0, last=0):
+    """Full-information expectimax of the opponent against the learner's rows (plain rules): (its
+    total, the learner's total), ties against the learner."""
+    if t == rounds:
+        return 0.0, 0.0
+    mine = theirs = 0.0
+    for vb in (2, 4):
+        best = None
+        for b in (1, 2, 3):
+            q = [0.0, 0.0]
+            for vi, vl in enumerate((2, 4)):
+                probs = table[(t * 2 + vi) * 4 + last]
+                for a, p in zip((1, 2, 3), probs):
+                    win_b = 1.0 if b > a else 0.5 if a == b else 0.0
+                    cont = brute_auction(table, rounds, t + 1, b)
+                    q[0] += 0.5 * p * (win_b * (vb - b) + cont[0])
+                    q[1] += 0.5 * p * ((1 - win_b) * (vl - a) + cont[1])
+            if best is None or q[0] > best[0] + 1e-9 or (abs(q[0] - best[0]) <= 1e-9 and q[1] < best[1]):
+                best = q
+        mine, theirs = mine + 0.5 * best[0], theirs + 0.5 * best[1]
+    return mine, theirs
 
 
-def test_auction_pure_equilibria():
-    eqs = stage.auction_pure_equilibria()
-    assert eqs
-    for e in eqs:  # brute force: no pure deviation improves either bidder
-        s = [np.eye(3)[[stage.AUCTION_BIDS.index(e["bids"][i][v]) for v in stage.AUCTION_VALUES]] for i in range(2)]
-        assert e["payoffs"][0] >= brute_auction(s[1]) - 1e-6 and e["payoffs"][1] >= brute_auction(s[0]) - 1e-6
-    assert {"bids": ({2: 1, 4: 2}, {2: 1, 4: 2})} in [{"bids": e["bids"]} for e in eqs]
+def test_auction_exposure_equals_brute_force():
+    table = np.random.default_rng(0).dirichlet(np.ones(3), size=48)
+    r = stage.exposure(short("auction", 2), table)
+    br, kept = brute_auction(table, 2)
+    assert float(r["br_value"]) == pytest.approx(br / 2, abs=1e-5)
+    assert float(r["learner_value"]) == pytest.approx(kept / 2, abs=1e-5)
+    # always LOW: the BR bids MEDIUM at value 4 (earns 2) and ties LOW at 2 (0.5); the learner keeps its
+    # ties: half of (v - 1) when the BR's value is 2
+    r = stage.exposure("auction", np.tile(np.eye(3)[0], (48, 1)))
+    assert float(r["br_value"]) == pytest.approx(1.25) and float(r["learner_value"]) == pytest.approx(0.5)
 
 
-def test_negotiation_v1():
-    fair = np.eye(9)[4]  # demands 5
-    value, br = stage.neg_v1_best_response(fair)
-    assert float(value) == 5 and int(np.argmax(br)) == 4
-    mix = np.zeros(9)
-    mix[[2, 6]] = 0.5  # demands 3 or 7
-    value, br = stage.neg_v1_best_response(mix)  # 3 -> 3, 7 -> 3.5
-    assert float(value) == pytest.approx(3.5) and int(np.argmax(br)) == 6
-    r = stage.neg_v1_report(fair, fair, fair)
-    assert float(r["gain"]) == 0 and float(r["exposure"]) == 0
-    r = stage.neg_v1_report(np.eye(9)[2], fair, fair)  # demanding 3 vs Fair: gain 2; opponent BR takes 7
-    assert float(r["gain"]) == 2 and float(r["exposure"]) == 0
+def brute_negotiation_v1(table, rounds, t=0, last=(0, 0)):
+    """Full-information expectimax of the opponent (plain rules: demands 1..9 of a pie of 10)."""
+    if t == rounds:
+        return 0.0, 0.0
+    probs = table[(t * 10 + last[0]) * 10 + last[1]]
+    best = None
+    for b in range(1, 10):
+        q = [0.0, 0.0]
+        for a, p in zip(range(1, 10), probs):
+            if p > 0:
+                cont = brute_negotiation_v1(table, rounds, t + 1, (b, a))
+                deal = a + b <= 10
+                q[0] += p * (deal * b + cont[0])
+                q[1] += p * (deal * a + cont[1])
+        if best is None or q[0] > best[0] + 1e-9 or (abs(q[0] - best[0]) <= 1e-9 and q[1] < best[1]):
+            best = q
+    return tuple(best)
 
 
-def test_negotiation_v2_br_equals_brute_force():
+def test_negotiation_v1_exposure_equals_brute_force():
     rng = np.random.default_rng(1)
-    pool = np.array([2, 1, 3])
-    values = np.array([3, 4, 1])
-    legal = np.asarray(stage.neg_v2_legal(pool))
-    opp = rng.random(125) * legal
-    opp /= opp.sum()
-    value, br = stage.neg_v2_best_response(opp, pool, values)
-    d = stage.neg_v2_demands()
-    brute = max(
-        sum(opp[b] * (d[a] @ values) for b in range(125) if np.all(d[a] + d[b] <= pool)) for a in range(125) if legal[a]
-    )
-    assert float(value) == pytest.approx(brute, rel=1e-5)
-    assert legal[int(np.argmax(br))]
+    table = rng.dirichlet(np.ones(9), size=400) * (rng.random((400, 9)) < 0.4)  # sparse: a cheaper brute force
+    table[table.sum(1) == 0, 4] = 1.0
+    table /= table.sum(1, keepdims=True)
+    r = stage.exposure(short("negotiation_v1", 2), table)
+    br, kept = brute_negotiation_v1(table, 2)
+    assert float(r["br_value"]) == pytest.approx(br / 2, abs=1e-5)
+    assert float(r["learner_value"]) == pytest.approx(kept / 2, abs=1e-5)
+    r = stage.exposure("negotiation_v1", np.tile(np.eye(9)[4], (400, 1)))  # Fair: the BR demands 5 too
+    assert float(r["br_value"]) == 5 and float(r["learner_value"]) == 5
 
 
-def test_auction_report_gain_and_exposure():
-    low = np.eye(3)[[0, 0]].astype(np.float32)  # always LOW (CollusiveLow)
-    r = stage.auction_report(low, low, low)
-    # vs LOW: ties pay 0.5 * (v - 1) -> 1.0 a round; the BR bids MEDIUM at value 4 -> 1.25
-    assert float(r["value"]) == pytest.approx(1.0) and float(r["gain"]) == pytest.approx(0.25)
-    # the opponent's BR outbids it at value 4: the agent keeps only its ties at opponent value 2
-    assert float(r["exposure"]) == pytest.approx(0.5)
-    np.testing.assert_allclose(stage.auction_revenue(low, np.eye(3)[[2, 2]]), 3.0)
+def test_negotiation_v2_exposure_equals_brute_force():
+    game = games.make("negotiation_v2")
+    pools = list(itertools.product(range(1, 5), repeat=3))
+    fair = np.zeros((game.num_infosets, 125))
+    for i, pool in enumerate(pools):  # FairNeg: half of each item, whatever the round and values
+        fair[[(t * 64 + i) * 36 + v for t in range(4) for v in range(36)], int(np.asarray(pool) // 2 @ [25, 5, 1])] = 1
+    r = stage.exposure(game, fair)  # the BR takes the rest: E[ceil(p / 2)] = 1.5 items at mean value 10/3
+    assert float(r["br_value"]) == pytest.approx(15.0) and float(r["learner_value"]) == pytest.approx(10.0)
+    table = np.random.default_rng(2).dirichlet(np.ones(125), size=game.num_infosets)
+    table *= (DEMANDS[None] <= np.repeat(np.asarray(pools), 36, 0)[np.arange(game.num_infosets) // 36 % 64][:, None]).all(-1)
+    table /= table.sum(1, keepdims=True)
+    brute = 0.0
+    for t in range(4):
+        for i, pool in enumerate(pools):
+            mix = table[(t * 64 + i) * 36 : (t * 64 + i + 1) * 36].mean(0)  # over the learner's values
+            legal = (DEMANDS <= pool).all(1)
+            fit = ((DEMANDS[:, None] + DEMANDS[None]) <= pool).all(-1) @ mix  # P(deal) per own demand
+            brute += np.mean([np.max(np.where(legal, fit * (DEMANDS @ v), -1)) for v in COMPOSITIONS]) / 64
+    assert float(stage.exposure(game, table)["br_value"]) == pytest.approx(brute / 4, rel=1e-5)

@@ -39,10 +39,10 @@ def test_metrics_follow_the_contract_and_resume_continues_the_same_trajectory(tm
     assert {*CONTRACT_KEYS, "nash_conv"} <= set(full)
     c_half = tiny()
     c_half.steps = 1
-    loop.run(c_half, str(tmp_path / "resumed"), progress=False)  # stops after SEPO step 1
+    loop.run(c_half, str(tmp_path / "resumed"), progress=False)  # stops after step 3, the first SEPO step
     loop.run(c, str(tmp_path / "resumed"), progress=False)  # the same command again: resumes
     a, b = read(tmp_path / "full" / "metrics.jsonl"), read(tmp_path / "resumed" / "metrics.jsonl")
-    assert [r["step"] for r in b] == [1, 2, 3]
+    assert [r["step"] for r in b] == [3, 4, 5]  # steps 1-2 are the warm start
     for x, y in zip(a, b):
         for k in x:
             if k != "time":

@@ -1,7 +1,9 @@
-"""Exact game theory under jit: game trees, best responses, NashConv, CFR+, stage-game BRs, metrics.
+"""Exact game theory under jit, built from the games' own rules: game trees, best responses, NashConv,
+CFR+, stage-game best responses and exposure, metrics.
 
 Host-side, validated: `nash_conv(game, policy)` / `exploitability(game, policy)` with `policy` an
-OpenSpiel policy dict or a table. Jitted array forms: `nash_conv_table`, `best_responses`, ...
+OpenSpiel policy dict or a table. Array forms (a game object or its name, then tables):
+`nash_conv_table`, `best_responses`, ...; `exposure(game, table)` on the repeated stage games.
 """
 
 from sepo_jax.equilibrium.best_response import (
@@ -12,6 +14,7 @@ from sepo_jax.equilibrium.best_response import (
     legal_mask,
     nash_conv_table,
     policy_values,
+    rules_key,
     uniform_table,
     used_rows,
 )
@@ -24,11 +27,11 @@ from sepo_jax.equilibrium.openspiel import (
     policy_to_table,
     table_to_policy,
 )
-from sepo_jax.equilibrium.tree import NUM_ACTIONS, NUM_INFOSETS, get_tree
+from sepo_jax.equilibrium.tree import get_tree
 
 __all__ = [
-    "NUM_ACTIONS", "NUM_INFOSETS", "best_responses", "cfr_plus", "check_table", "counterfactual_values",
+    "best_responses", "cfr_plus", "check_table", "counterfactual_values",
     "equilibrium_table", "exploitability", "exploitability_table", "get_tree", "info_state_strings",
     "info_state_to_row", "kuhn_equilibrium", "legal_mask", "nash_conv", "nash_conv_table", "policy_to_table",
-    "policy_values", "table_to_policy", "uniform_table", "used_rows",
+    "policy_values", "rules_key", "table_to_policy", "uniform_table", "used_rows",
 ]

@@ -1,6 +1,8 @@
 """Exact best responses, on-policy values and NashConv of tabular strategies on Kuhn / Leduc, under jit.
 
-A strategy is a table `[..., I, A]` (rows as in `tree.py`, both players' infosets in one table);
+`game` is a game declaring an exact tree (`sepo_jax.games.make("kuhn")`, a rules variant such as
+`Kuhn(bet=2)`) or its name. A strategy is a table `[..., I, A]` (the game's information-set rows, both
+players' in one table);
 leading dimensions are a batch (also vmap-safe). The jitted functions assume a valid table: finite,
 non-negative, rows of used infosets summing to 1 with zero mass on illegal actions (unused rows are
 ignored). `check_table` verifies that on the host with clear errors; `nash_conv` (the package-level,
@@ -20,19 +22,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sepo_jax.equilibrium.tree import NUM_ACTIONS, NUM_INFOSETS, get_tree
+from sepo_jax.equilibrium.tree import cached_tree, get_tree, tree_game
 
 Array = jax.Array
 _CHUNK_ELEMENTS = 1 << 21  # batch chunk = power of 2 <= this / terminal-path entries (Leduc: 64)
 
 
-def _batched(core, game, table, *args):
+def rules_key(game) -> tuple:
+    """The static key of `game`'s tree, built (and cached) on first use."""
+    game = tree_game(game)
+    get_tree(game)
+    return game.rules_key
+
+
+def _batched(core, rules, table, *args):
     """Run `core(tree, t, *args)` with the batch as the trailing axis (t: `[I, A, B]`, results
     `[..., B]`) and return results with the table's leading dimensions in front. A trailing batch
     keeps every gather and scatter-add moving contiguous B-vectors (vmap's leading batch was measurably
     slower on CPU)."""
     table = jnp.asarray(table)
-    tree = get_tree(game)
+    tree = cached_tree(rules)
     batch, shape = table.shape[:-2], (tree.num_infosets, tree.num_actions)
     flat = table.reshape(-1, *shape)
     n = flat.shape[0]
@@ -73,18 +82,22 @@ def _backup(tree, t, p, policy):
     return q
 
 
-@functools.partial(jax.jit, static_argnames="game")
-def best_responses(game: str, table: Array) -> tuple[Array, Array]:
+def best_responses(game, table: Array) -> tuple[Array, Array]:
     """Best-response values `[..., 2]` (BR of seat p against the table's other seat) and a
     deterministic best-response table `[..., I, A]` (each row played by its owner's BR; unused rows
     uniform), so the pair plugs into the games as a tabular opponent."""
-    return _batched(_best_responses, game, table)
+    return _best_responses_jit(rules_key(game), table)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _best_responses_jit(rules, table):
+    return _batched(_best_responses, rules, table)
 
 
 def _best_responses(tree, t):
     I, A, B = t.shape
     values = []
-    br = jnp.broadcast_to(jnp.asarray(uniform_table(tree.game), t.dtype)[..., None], t.shape)
+    br = jnp.broadcast_to(jnp.asarray(_uniform(tree), t.dtype)[..., None], t.shape)
     for p in range(2):
         q = _backup(tree, t, p, None)
         values.append(q[-1])
@@ -94,10 +107,14 @@ def _best_responses(tree, t):
     return jnp.stack(values), br
 
 
-@functools.partial(jax.jit, static_argnames="game")
-def policy_values(game: str, table: Array) -> Array:
+def policy_values(game, table: Array) -> Array:
     """Expected payoffs `[..., 2]` of both seats when both play the table."""
-    return _batched(_policy_values, game, table)
+    return _policy_values_jit(rules_key(game), table)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _policy_values_jit(rules, table):
+    return _batched(_policy_values, rules, table)
 
 
 def _policy_values(tree, t):
@@ -125,11 +142,15 @@ def compensated_sum(x: Array) -> Array:
     return x[0] + err[0]
 
 
-@functools.partial(jax.jit, static_argnames=("game", "player"))
-def counterfactual_values(game: str, table: Array, player: int) -> Array:
+def counterfactual_values(game, table: Array, player: int) -> Array:
     """Counterfactual action values `[..., I, A]` of `player` (rows of the other player are 0): sum
     over the infoset's histories of chance * opponent reach * expected payoff after the action."""
-    return _batched(_counterfactual_values, game, table, player)
+    return _counterfactual_values_jit(rules_key(game), table, player)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _counterfactual_values_jit(rules, table, player):
+    return _batched(_counterfactual_values, rules, table, player)
 
 
 def _counterfactual_values(tree, t, player):
@@ -138,46 +159,52 @@ def _counterfactual_values(tree, t, player):
     return jnp.where((tree.row_player == player)[:, None, None], q, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames="game")
-def nash_conv_table(game: str, table: Array) -> Array:
+def nash_conv_table(game, table: Array) -> Array:
     """NashConv `[...]`: sum over seats of (BR value - on-policy value). Assumes a valid table."""
-    br, _ = best_responses(game, table)
-    return br.sum(-1) - policy_values(game, table).sum(-1)
+    return _nash_conv_jit(rules_key(game), table)
 
 
-@functools.partial(jax.jit, static_argnames="game")
-def exploitability_table(game: str, table: Array) -> Array:
+@functools.partial(jax.jit, static_argnums=0)
+def _nash_conv_jit(rules, table):
+    br, _ = _best_responses_jit(rules, table)
+    return br.sum(-1) - _policy_values_jit(rules, table).sum(-1)
+
+
+def exploitability_table(game, table: Array) -> Array:
     """Exploitability `[...]` = NashConv / 2 (OpenSpiel's convention for two players)."""
     return nash_conv_table(game, table) / 2
 
 
-def uniform_table(game: str) -> np.ndarray:
-    """Uniform over legal actions at every row (unused rows uniform over all actions)."""
-    tree = get_tree(game)
+def _uniform(tree) -> np.ndarray:
     legal = np.where((tree.row_player >= 0)[:, None], tree.legal, True)
     return legal / legal.sum(-1, keepdims=True)
 
 
-def legal_mask(game: str) -> np.ndarray:
+def uniform_table(game) -> np.ndarray:
+    """Uniform over legal actions at every row (unused rows uniform over all actions)."""
+    return _uniform(get_tree(game))
+
+
+def legal_mask(game) -> np.ndarray:
     """`[I, A]` bool: legal actions per row (all False on unused rows)."""
     return get_tree(game).legal
 
 
-def used_rows(game: str) -> np.ndarray:
+def used_rows(game) -> np.ndarray:
     """`[I]` bool: rows that are real information sets."""
     return get_tree(game).row_player >= 0
 
 
-def check_table(game: str, table, atol: float = 1e-5) -> np.ndarray:
+def check_table(game, table, atol: float = 1e-5) -> np.ndarray:
     """Host-side validation; returns the table as float64 numpy `[..., I, A]` or raises ValueError
     naming the game, the first bad row and what is wrong with it."""
-    if game not in NUM_INFOSETS:
-        raise ValueError(f"unknown game {game!r}; known: {', '.join(NUM_INFOSETS)}")
+    tree = get_tree(game)
+    game = tree.game
     t = np.asarray(table, dtype=np.float64)
-    want = (NUM_INFOSETS[game], NUM_ACTIONS[game])
+    want = (tree.num_infosets, tree.num_actions)
     if t.ndim < 2 or t.shape[-2:] != want:
         raise ValueError(f"{game}: strategy table must have shape [..., {want[0]}, {want[1]}], got {t.shape}")
-    used, legal = used_rows(game), legal_mask(game)
+    used, legal = tree.row_player >= 0, tree.legal
     rows = t.reshape(-1, *want)[:, used]
     names = np.flatnonzero(used)
 

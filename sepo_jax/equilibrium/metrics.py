@@ -1,4 +1,4 @@
-"""SEPO's evaluation metrics (SEPO.md §1, §5) as pure, jittable functions of batched episode results.
+"""SEPO's evaluation metrics (docs/method.md §1, §5) as pure, jittable functions of batched episode results.
 
 Episodes come as flat arrays `[N]` with an integer opponent id per episode and an optional bool
 `mask` (padding slots). Collusion and externality rates are computed per episode by the games
@@ -11,12 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sepo_jax.equilibrium.cfr import kuhn_equilibrium
-from sepo_jax.equilibrium.tree import KUHN_HISTORIES, NUM_INFOSETS
+from sepo_jax.games.kuhn import HISTORIES as KUHN_HISTORIES
+from sepo_jax.games.kuhn import NUM_INFOSETS as KUHN_INFOSETS
+from sepo_jax.games.kuhn import nash_table as kuhn_equilibrium
 
 Array = jax.Array
 
-# (lambda_e, lambda_c, lambda_x) used in the paper (SEPO.md §1)
+# (lambda_e, lambda_c, lambda_x) used in the paper (docs/method.md §1)
 PAPER_LAMBDAS = {
     "ipd": (2.4, 1.0, 1.8),
     "auction": (1.2, 1.0, 1.8),
@@ -94,7 +95,7 @@ def kuhn_table_from_episodes(rows: Array, actions: Array, mask: Array | None = N
     """Empirical strategy from decisions: infoset rows `[N]` and actions `[N]` (0 PASS, 1 BET) ->
     (frequencies `[12, 2]`, uniform where a row was never visited; visit counts `[12]`)."""
     m = _mask(rows, mask).astype(jnp.float32)
-    counts = jnp.zeros((NUM_INFOSETS["kuhn"], 2)).at[rows, actions].add(m)
+    counts = jnp.zeros((KUHN_INFOSETS, 2)).at[rows, actions].add(m)
     visits = counts.sum(-1)
     freq = jnp.where(visits[:, None] > 0, counts / jnp.maximum(visits, 1.0)[:, None], 0.5)
     return freq, visits

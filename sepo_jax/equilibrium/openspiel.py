@@ -1,8 +1,9 @@
 """OpenSpiel interop: information-state strings <-> our infoset rows, policy dicts <-> tables.
 
 OpenSpiel's action order is ours in both games (Kuhn 0=pass 1=bet, Leduc 0=fold 1=call 2=raise), so
-only the rows need translating. The strings are generated from the rules (no pyspiel import), exactly
-as `state.information_state_string()` prints them for `kuhn_poker` and `leduc_poker`.
+only the rows need translating. Each row's string is printed (no pyspiel import) from the game's own
+state at the row's first node in the tree, exactly as `state.information_state_string()` prints it for
+`kuhn_poker` and `leduc_poker`.
 """
 
 from __future__ import annotations
@@ -14,44 +15,37 @@ import jax
 import numpy as np
 
 from sepo_jax.equilibrium import best_response as br
-from sepo_jax.equilibrium.tree import (
-    KUHN_HISTORIES,
-    LEDUC_DECISION_SEQS,
-    LEDUC_DONE_SEQS,
-    LEDUC_ROUND1_OFFSET,
-    NUM_ACTIONS,
-    _leduc_contrib,
-    seq_player,
-)
+from sepo_jax.equilibrium.tree import get_tree
+from sepo_jax.games import kuhn, leduc
 
 OPENSPIEL_NAMES = {"kuhn": "kuhn_poker", "leduc": "leduc_poker"}
 
 
-def _leduc_string(row: int) -> str:
-    ids = lambda seq: " ".join(str("fcr".index(a)) for a in seq)
-    if row < LEDUC_ROUND1_OFFSET:
-        rnd, seqs, private, public = 0, [LEDUC_DECISION_SEQS[row // 6]], row % 6, None
-    else:
-        x = row - LEDUC_ROUND1_OFFSET
-        private, public = x % 6, (x // 6) % 6
-        rnd, seqs = 1, [LEDUC_DONE_SEQS[x // 216], LEDUC_DECISION_SEQS[(x // 36) % 6]]
-    p = seq_player(seqs[-1])
-    c0, c1 = _leduc_contrib(seqs)
-    pub = "" if public is None else f"[Public: {public}]"
-    r2 = ids(seqs[1]) if rnd else ""
+def _kuhn_string(state, player: int) -> str:
+    return f"{state.cards[0, player]}{kuhn.HISTORIES[state.hist]}"
+
+
+def _leduc_string(state, player: int) -> str:
+    moves = state.actions[0, : state.num_moves].tolist()
+    first = len(leduc.DONE_SEQS[state.done1]) if state.betting else len(moves)
+    c0, c1 = state.contrib.tolist()
+    public = f"[Public: {state.cards[0, 2]}]" if state.betting else ""
     return (
-        f"[Observer: {p}][Private: {private}][Round {rnd + 1}][Player: {p}][Pot: {c0 + c1}]"
-        f"[Money: {100 - c0} {100 - c1}]{pub}[Round1: {ids(seqs[0])}][Round2: {r2}]"
+        f"[Observer: {player}][Private: {state.cards[0, player]}][Round {state.betting + 1}][Player: {player}]"
+        f"[Pot: {c0 + c1}][Money: {100 - c0} {100 - c1}]{public}"
+        f"[Round1: {' '.join(map(str, moves[:first]))}][Round2: {' '.join(map(str, moves[first:]))}]"
     )
+
+
+_PRINT = {"kuhn": _kuhn_string, "leduc": _leduc_string}
 
 
 @functools.cache
 def info_state_strings(game: str) -> dict[int, str]:
     """Row -> OpenSpiel information-state string, for every real infoset of `game`."""
-    rows = np.flatnonzero(br.used_rows(game))
-    if game == "kuhn":
-        return {int(r): f"{r % 3}{KUHN_HISTORIES[r // 3]}" for r in rows}
-    return {int(r): _leduc_string(int(r)) for r in rows}
+    tree = get_tree(_check_game(game))
+    rows = np.flatnonzero(tree.row_player >= 0)
+    return {int(r): _PRINT[game](jax.tree.map(lambda x: x[r], tree.row_states), int(tree.row_player[r])) for r in rows}
 
 
 @functools.cache
@@ -77,6 +71,7 @@ def policy_to_table(game: str, policy: Mapping) -> np.ndarray:
     actions, lists over the legal actions only (in increasing action order), {action: prob}
     mappings or [(action, prob), ...] pairs (`TabularPolicy.to_dict()`). Every information state must be present; unused rows get uniform."""
     _check_game(game)
+    num_actions = get_tree(game).num_actions
     legal = br.legal_mask(game)
     table = br.uniform_table(game).copy()
     strings = info_state_strings(game)
@@ -86,24 +81,24 @@ def policy_to_table(game: str, policy: Mapping) -> np.ndarray:
     for key, probs in policy.items():
         row = info_state_to_row(game, key)
         acts = np.flatnonzero(legal[row])
-        out = np.zeros(NUM_ACTIONS[game])
+        out = np.zeros(num_actions)
         pairs = probs.items() if isinstance(probs, Mapping) else None
         if pairs is None and np.ndim(probs) == 2:  # [(action, prob), ...] as TabularPolicy.to_dict()
             pairs = probs
         if pairs is not None:
             for a, p in pairs:
-                if not 0 <= int(a) < NUM_ACTIONS[game]:
+                if not 0 <= int(a) < num_actions:
                     raise ValueError(f"{game}: {key!r} has probability on unknown action {a}")
                 out[int(a)] = p
         else:
             probs = np.asarray(probs, np.float64).reshape(-1)
-            if len(probs) == NUM_ACTIONS[game]:
+            if len(probs) == num_actions:
                 out = probs
             elif len(probs) == len(acts):
                 out[acts] = probs
             else:
                 raise ValueError(
-                    f"{game}: {key!r} has {len(probs)} probabilities; want {NUM_ACTIONS[game]} (all actions) "
+                    f"{game}: {key!r} has {len(probs)} probabilities; want {num_actions} (all actions) "
                     f"or {len(acts)} (legal actions {acts.tolist()})"
                 )
         table[row] = out

@@ -1,76 +1,41 @@
-"""Kuhn and Leduc poker (single hand, OpenSpiel's rules) as static flat-array game trees.
+"""Game trees of one hand of a card game (Kuhn, Leduc), enumerated from the game's own `init`/`step`.
 
-The infoset row indexing defined here is shared with `sepo_jax.games` (a tabular strategy is a float
-array `[NUM_INFOSETS[game], NUM_ACTIONS[game]]`), so keep this module light: constants and index
-functions at import time, trees built lazily by `get_tree` and cached.
+The game module owns the rules, the deals and the information-set rows (a tabular strategy is a
+float array `[game.num_infosets, game.num_actions]`); this module only walks them: every equally
+likely deal of `game.deals()` is a root (so no chance nodes appear in the tree: Kuhn 6 deals, Leduc
+120 ordered (private0, private1, public) deals), and every legal action of every state found so far
+is applied with the game's jitted `step`, one vmapped call per depth. A rule changed in the game
+module therefore changes the tree. Seat 0 opens the hand, as player 0 does in OpenSpiel.
 
-Kuhn: actions 0=PASS (check/fold), 1=BET (bet/call); row = hist * 3 + card with hist an index into
-KUHN_HISTORIES and card 0=J, 1=Q, 2=K; OpenSpiel's info-state string is f"{card}{hist}".
-
-Leduc: six cards 0..5 (rank = card // 2); actions 0=FOLD 1=CALL 2=RAISE; ante 1; raise 2 in round 0
-and 4 in round 1; at most 2 raises per round; player 0 acts first in both rounds. Rows:
-round 0: seq * 6 + private; round 1: 36 + ((done * 6 + seq) * 6 + public) * 6 + private, with seq an
-index into LEDUC_DECISION_SEQS and done an index into LEDUC_DONE_SEQS (the finished round-0 betting).
-Rows with public == private never occur (936 real infosets, as OpenSpiel counts them).
-
-Chance is folded into the roots: every full deal is its own root with probability `chance` (Kuhn 6
-deals, Leduc 120 ordered (private0, private1, public) deals), so no chance nodes appear in the tree.
-The public card is part of every Leduc deal from the start; round-0 infosets do not depend on it, so
-this splits each round-0 history into 4 equally likely copies and changes no value.
+Trees are cached by `game.rules_key`; `get_tree` takes a game or its name. A Leduc deal fixes the
+public card from the start; round-0 rows do not depend on it, so this splits each round-0 history into
+4 equally likely copies and changes no value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-GAMES = ("kuhn", "leduc")
-
-KUHN_HISTORIES = ("", "p", "b", "pb")
-KUHN_CARDS = "JQK"
-KUHN_ACTIONS = ("PASS", "BET")
-
-LEDUC_DECISION_SEQS = ("", "c", "r", "cr", "rr", "crr")
-LEDUC_DONE_SEQS = ("cc", "rc", "crc", "rrc", "crrc")
-LEDUC_ACTIONS = ("FOLD", "CALL", "RAISE")
-LEDUC_NUM_CARDS = 6
-LEDUC_ROUND1_OFFSET = len(LEDUC_DECISION_SEQS) * LEDUC_NUM_CARDS  # 36
-
-NUM_ACTIONS = {"kuhn": 2, "leduc": 3}
-NUM_INFOSETS = {"kuhn": len(KUHN_HISTORIES) * 3, "leduc": LEDUC_ROUND1_OFFSET + 5 * 6 * 6 * 6}  # 12, 1116
-
-
-def kuhn_infoset_index(hist, card):
-    """Row of Kuhn infoset (hist index into KUHN_HISTORIES, card 0..2); ints or int arrays."""
-    return hist * 3 + card
-
-
-def leduc_infoset_index(round, seq, private, done=0, public=0):
-    """Row of a Leduc infoset; `round` is 0 or 1, `seq` indexes LEDUC_DECISION_SEQS (the betting of
-    the current round), `done` indexes LEDUC_DONE_SEQS (round-0 betting, used in round 1), `public`
-    is the public card (round 1). Works on Python ints and on int arrays (jit-safe)."""
-    r0 = seq * LEDUC_NUM_CARDS + private
-    r1 = LEDUC_ROUND1_OFFSET + ((done * 6 + seq) * 6 + public) * 6 + private
-    return r0 + round * (r1 - r0)
-
-
-def seq_player(seq: str) -> int:
-    """Player to move after betting sequence `seq` of the current round (both games)."""
-    return len(seq) % 2
+from sepo_jax import games
+from sepo_jax.games import Game
 
 
 @dataclasses.dataclass(frozen=True)
 class Tree:
     """A two-player zero-sum tree as flat arrays (numpy, host side; jitted code closes over them).
 
-    Nodes (all histories, roots = deals): `parent` (-1 at roots), `action` (from the parent, -1 at
-    roots), `depth`, `player` (-1 at terminals), `infoset` (row, -1 at terminals), `chance` (deal
-    probability), `payoff` (to player 0 at terminals, 0 elsewhere).
+    Nodes in depth-first order (deal by deal, actions in increasing order): `parent` (-1 at roots),
+    `action` (from the parent, -1 at roots), `depth`, `player` (-1 at terminals), `infoset` (row, -1 at
+    terminals), `chance` (deal probability), `payoff` (to player 0 at terminals, 0 elsewhere), `deal`
+    (index into `deals`).
     Rows: `row_player` (-1 for unused rows), `legal` [I, A], `row_level` (own decisions before the row),
-    `row_parent_seq` (own sequence leading to the row: row * A + action, or the empty sequence I * A).
+    `row_parent_seq` (own sequence leading to the row: row * A + action, or the empty sequence I * A),
+    `row_node` (the first node of the row, -1 for unused rows) and `row_states` (the game's state at
+    that node, a pytree of numpy arrays with a leading row axis; meaningless on unused rows).
     Terminals: `term` (node ids), `term_seq[p]` (player p's last sequence, I * A if none) and
     `term_path[p]` [num_terminals, K] (player p's sequences along the path, padded with I * A).
     """
@@ -78,6 +43,7 @@ class Tree:
     game: str
     num_infosets: int
     num_actions: int
+    deals: np.ndarray
     parent: np.ndarray
     action: np.ndarray
     depth: np.ndarray
@@ -85,10 +51,13 @@ class Tree:
     infoset: np.ndarray
     chance: np.ndarray
     payoff: np.ndarray
+    deal: np.ndarray
     row_player: np.ndarray
     legal: np.ndarray
     row_level: np.ndarray
     row_parent_seq: np.ndarray
+    row_node: np.ndarray
+    row_states: object
     term: np.ndarray
     term_seq: np.ndarray  # [2, Z]
     term_path: np.ndarray  # [2, Z, K]
@@ -102,134 +71,117 @@ class Tree:
         return int(self.row_level.max())
 
 
-# ---- rules -----------------------------------------------------------------------------------------
+def tree_game(game: Game | str) -> Game:
+    """`game` (or the game called so) if it declares an exact tree; else a ValueError naming it."""
+    if isinstance(game, str):
+        if game not in games.GAMES or not games.has_exact_solver(game):
+            known = ", ".join(n for n in games.GAMES if games.has_exact_solver(n))
+            raise ValueError(f"no game tree for {game!r}; games with one: {known}")
+        return games.make(game)
+    if games.TREE not in game.solvers:
+        raise ValueError(f"no game tree for {game.name!r}: the game does not declare the {games.TREE!r} solver")
+    return game
 
 
-def _kuhn_children(deal, hist):
-    """(decision) -> (player, row, legal actions, {action: next}) or (terminal) -> payoff to p0."""
-    cards = deal
-    if hist in ("pp", "bb", "pbb"):
-        stake = 1 if hist == "pp" else 2
-        return stake if cards[0] > cards[1] else -stake
-    if hist == "bp":
-        return 1
-    if hist == "pbp":
-        return -1
-    p = seq_player(hist)
-    row = kuhn_infoset_index(KUHN_HISTORIES.index(hist), cards[p])
-    return p, row, (0, 1), {0: hist + "p", 1: hist + "b"}
+_TREES: dict[tuple, Tree] = {}
 
 
-def _leduc_strength(card, public):
-    rank, prank = card // 2, public // 2
-    return 100 + rank if rank == prank else rank
+def get_tree(game: Game | str) -> Tree:
+    """The cached tree of one hand of `game` (a game declaring `TREE`, or its name)."""
+    game = tree_game(game)
+    if game.rules_key not in _TREES:
+        _TREES[game.rules_key] = _build(game.one_hand())
+    return _TREES[game.rules_key]
 
 
-def _leduc_contrib(seqs):
-    contrib = [1, 1]
-    for rnd, seq in enumerate(seqs):
-        bet = 2 if rnd == 0 else 4
-        for i, a in enumerate(seq):
-            p = i % 2
-            if a == "c":
-                contrib[p] = max(contrib)
-            elif a == "r":
-                contrib[p] = max(contrib) + bet
-    return contrib
+def cached_tree(rules_key: tuple) -> Tree:
+    """The tree `get_tree` built for these rules (jitted solvers take the key as a static argument)."""
+    return _TREES[rules_key]
 
 
-def _leduc_children(deal, hist):
-    """`hist` is "seq0" in round 0 or "done0/seq1" in round 1."""
-    c0, c1, public = deal
-    seqs = hist.split("/")
-    rnd, seq = len(seqs) - 1, seqs[-1]
-    contrib = _leduc_contrib(seqs)
-    if seq.endswith("f"):
-        folder = (len(seq) - 1) % 2
-        return -contrib[0] if folder == 0 else contrib[1]
-    if seq in LEDUC_DONE_SEQS:
-        if rnd == 0:
-            return _leduc_children(deal, hist + "/")
-        s0, s1 = _leduc_strength(c0, public), _leduc_strength(c1, public)
-        return 0 if s0 == s1 else (contrib[1] if s0 > s1 else -contrib[0])
-    p = seq_player(seq)
-    si = LEDUC_DECISION_SEQS.index(seq)
-    done = LEDUC_DONE_SEQS.index(seqs[0]) if rnd == 1 else 0
-    row = leduc_infoset_index(rnd, si, deal[p], done, public)
-    facing = seq.endswith("r")
-    legal = tuple(a for a, ok in ((0, facing), (1, True), (2, seq.count("r") < 2)) if ok)
-    return p, row, legal, {a: hist + "fcr"[a] for a in legal}
+_CHUNK = 512  # states expanded per call of the jitted expansion (one compile per game)
 
 
-def _deals(game):
-    if game == "kuhn":
-        return list(itertools.permutations(range(3), 2))
-    return list(itertools.permutations(range(LEDUC_NUM_CARDS), 3))
+def _levels(game: Game):
+    """Breadth-first enumeration: per depth, (deal index [n], path [n, depth], states [n], node info)
+    with node info = (terminated, current player, legal mask, row, payoff of seat 0), numpy throughout."""
+    deals = np.asarray(game.deals())
+    roots = jax.jit(jax.vmap(lambda d: game.with_cards(game.init(jax.random.key(0)), d[None])))
+    states = jax.device_get(roots(deals))
+
+    def expand(s):
+        player = jnp.maximum(s.current_player, 0)
+        info = (s.terminated, s.current_player, s.legal_action_mask, game.infoset_index(s, player), s.payoffs[0, 0])
+        children = jax.vmap(lambda a: game.step(s, a, jax.random.key(0)))(jnp.arange(game.num_actions))
+        return info, children
+
+    expand = jax.jit(jax.vmap(expand))
+    deal, path = np.arange(len(deals)), np.zeros((len(deals), 0), np.int32)
+    while len(deal):
+        n = len(deal)
+        padded = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], -n % _CHUNK, 0)]), states)
+        out = [jax.device_get(expand(jax.tree.map(lambda x: x[k : k + _CHUNK], padded))) for k in range(0, n + (-n % _CHUNK), _CHUNK)]
+        info, children = jax.tree.map(lambda *x: np.concatenate(x)[:n], *out)
+        yield deal, path, states, info
+        node, act = np.nonzero(info[2] & ~info[0][:, None])
+        deal, path = deal[node], np.concatenate([path[node], act[:, None].astype(np.int32)], 1)
+        states = jax.tree.map(lambda x: x[node, act], children)
 
 
-@functools.cache
-def get_tree(game: str) -> Tree:
-    """The cached flat-array tree of `game` ("kuhn" or "leduc")."""
-    if game not in GAMES:
-        raise ValueError(f"no game tree for {game!r}; known: {', '.join(GAMES)}")
-    children = _kuhn_children if game == "kuhn" else _leduc_children
-    I, A = NUM_INFOSETS[game], NUM_ACTIONS[game]
+def _build(game: Game) -> Tree:
+    I, A = game.num_infosets, game.num_actions
     empty = I * A
-    deals = _deals(game)
-    nodes = []  # (parent, action, depth, player, row, chance, payoff)
+    deals = np.asarray(game.deals())
+    levels = list(_levels(game))
+    depth_max = len(levels) - 1
+    deal = np.concatenate([lv[0] for lv in levels])
+    paths = np.concatenate([np.pad(lv[1], ((0, 0), (0, depth_max - lv[1].shape[1])), constant_values=-1) for lv in levels])
+    states, info = (jax.tree.map(lambda *x: np.concatenate(x), *[lv[k] for lv in levels]) for k in (2, 3))
+    order = np.lexsort(tuple(paths[:, k] for k in range(depth_max - 1, -1, -1)) + (deal,))  # depth-first
+    deal, paths = deal[order], paths[order]
+    states, (terminal, player, legal_at, rows, pay0) = jax.tree.map(lambda x: x[order], (states, info))
+    depth = (paths >= 0).sum(1)
+    player = np.where(terminal, -1, player)
+    infoset = np.where(terminal, -1, rows)
+    payoff = np.where(terminal, pay0, 0.0)
+    index = {(int(d), tuple(p[:k].tolist())): n for n, (d, p, k) in enumerate(zip(deal, paths, depth))}
+    parent = np.array([index[(int(d), tuple(p[: k - 1].tolist()))] if k else -1 for d, p, k in zip(deal, paths, depth)], np.int32)
+    action = np.array([p[k - 1] if k else -1 for p, k in zip(paths, depth)], np.int32)
+
     row_player = np.full(I, -1, np.int32)
     legal = np.zeros((I, A), bool)
     row_parent_seq = np.full(I, empty, np.int32)
     row_level = np.zeros(I, np.int32)
-    term, term_paths = [], []
-
-    def visit(deal, hist, parent, action, depth, paths):
-        node = len(nodes)
-        out = children(deal, hist)
-        if not isinstance(out, tuple):
-            nodes.append((parent, action, depth, -1, -1, 1.0 / len(deals), float(out)))
-            term.append(node)
-            term_paths.append(tuple(tuple(p) for p in paths))
-            return
-        p, row, acts, nxt = out
-        nodes.append((parent, action, depth, p, row, 1.0 / len(deals), 0.0))
-        parent_seq = paths[p][-1] if paths[p] else empty
-        if row_player[row] >= 0:  # perfect recall: every node of a row agrees
-            assert row_player[row] == p and row_parent_seq[row] == parent_seq, (game, hist, row)
-        row_player[row], row_parent_seq[row], row_level[row] = p, parent_seq, len(paths[p])
-        legal[row, list(acts)] = True
-        for a in acts:
-            new = [list(paths[0]), list(paths[1])]
-            new[p].append(row * A + a)
-            visit(deal, nxt[a], node, a, depth + 1, new)
-
-    for deal in deals:
-        visit(deal, "", -1, -1, 0, [[], []])
-    cols = [np.array(c) for c in zip(*nodes)]
-    K = max(len(p) for paths in term_paths for p in paths)
+    row_node = np.full(I, -1, np.int32)
+    own = [None] * len(deal)  # per node: both players' sequences along its path
+    for n in range(len(deal)):
+        q = parent[n]
+        own[n] = ([], []) if q < 0 else tuple(list(s) for s in own[q])
+        if q >= 0:
+            own[n][player[q]].append(int(infoset[q]) * A + int(action[n]))
+        if terminal[n]:
+            continue
+        p, row = player[n], infoset[n]
+        parent_seq = own[n][p][-1] if own[n][p] else empty
+        if row_node[row] < 0:
+            row_node[row], row_player[row], row_parent_seq[row], row_level[row] = n, p, parent_seq, len(own[n][p])
+            legal[row] = legal_at[n]
+        elif row_player[row] != p or row_parent_seq[row] != parent_seq:  # perfect recall: a row's nodes agree
+            raise ValueError(f"{game.name}: information set row {row} breaks perfect recall at node {n}")
+    term = np.flatnonzero(terminal).astype(np.int32)
+    K = max(len(own[z][p]) for z in term for p in range(2))
     term_path = np.full((2, len(term), K), empty, np.int32)
     term_seq = np.full((2, len(term)), empty, np.int32)
-    for z, paths in enumerate(term_paths):
+    for i, z in enumerate(term):
         for p in range(2):
-            term_path[p, z, : len(paths[p])] = paths[p]
-            if paths[p]:
-                term_seq[p, z] = paths[p][-1]
+            term_path[p, i, : len(own[z][p])] = own[z][p]
+            if own[z][p]:
+                term_seq[p, i] = own[z][p][-1]
     return Tree(
-        game=game,
-        num_infosets=I,
-        num_actions=A,
-        parent=cols[0].astype(np.int32),
-        action=cols[1].astype(np.int32),
-        depth=cols[2].astype(np.int32),
-        player=cols[3].astype(np.int32),
-        infoset=cols[4].astype(np.int32),
-        chance=cols[5].astype(np.float64),
-        payoff=cols[6].astype(np.float64),
-        row_player=row_player,
-        legal=legal,
-        row_level=row_level,
-        row_parent_seq=row_parent_seq,
-        term=np.array(term, np.int32),
-        term_seq=term_seq,
+        game=game.name, num_infosets=I, num_actions=A, deals=deals, parent=parent, action=action,
+        depth=depth.astype(np.int32), player=player.astype(np.int32), infoset=infoset.astype(np.int32),
+        chance=np.full(len(deal), 1.0 / len(deals)), payoff=payoff.astype(np.float64), deal=deal.astype(np.int32),
+        row_player=row_player, legal=legal, row_level=row_level, row_parent_seq=row_parent_seq, row_node=row_node,
+        row_states=jax.tree.map(lambda x: x[np.maximum(row_node, 0)], states), term=term, term_seq=term_seq,
         term_path=term_path,
     )

@@ -1,11 +1,13 @@
-"""Repeated sealed-bid auction: 6 simultaneous rounds (SEPO.md §4, §4b).
+"""Repeated sealed-bid auction: 6 simultaneous rounds (docs/method.md §4, §4b).
 
 Each round each player draws a private value in {2, 4} (uniform, independent; all drawn at `init`,
 each player only ever sees its own current and past values) and bids LOW = 1, MEDIUM = 2 or HIGH = 3
 (actions 0, 1, 2). The higher bid wins and earns value - bid, the loser 0; a tie goes to either
-player w.p. 1/2, drawn from the step key. As SEPO.md states it, a win above value costs value - bid
+player w.p. 1/2, drawn from the step key. As docs/method.md states it, a win above value costs value - bid
 (-1 for HIGH at value 2); the authors' code clamped that at 0.
 Tabular row: (round * 2 + value_index) * 4 + opponent's last bid (0 = none, else 1..3): 48 rows.
+`round_payoffs` is the stage rule the game and the stage-game solver (`sepo_jax.equilibrium.stage`)
+both use.
 
 Opponents, each with its own private values. The authors' code made Conservative, Shaded and
 CollusiveLow all "always LOW" and let Truthful ignore its value; here each is what its name says:
@@ -14,7 +16,7 @@ CollusiveLow all "always LOW" and let Truthful ignore its value; here each is wh
   Shaded        bids value - 1: LOW at 2, HIGH at 4 (= the AggressiveValue demonstrator)
   Adaptive      MEDIUM first, then one above the opponent's last bid, capped at HIGH (value ignored)
   AggressiveBid always HIGH;  CollusiveLow always LOW
-Demonstrators (SEPO.md §2) as in the authors' SFT code: ValueBid, AggressiveValue, AdaptiveValue
+Demonstrators (docs/method.md §2) as in the authors' SFT code: ValueBid, AggressiveValue, AdaptiveValue
 (their "Adaptive": value bid in round 1, then LOW at value 2, and at value 4 HIGH if the opponent's
 mean bid so far is >= 2.5, else MEDIUM), Random (uniform).
 """
@@ -24,10 +26,25 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .base import Opponent, PromptBuilder, SimultaneousGame, State
+from .base import STAGE, Opponent, PromptBuilder, RoundsState, SimultaneousGame
+
+# ---- rules ----------------------------------------------------------------------------------------
 
 LOW, MEDIUM, HIGH = 0, 1, 2
-VALUES = (2, 4)
+VALUES = (2, 4)  # private values, each drawn uniformly, independently per seat and round
+BIDS = (1, 2, 3)  # the bid of each action
+
+
+class AuctionState(RoundsState):
+    values: jax.Array  # int32 [round, seat]: private values
+    winner: jax.Array  # int32 [round]: who won each round (-1 before it resolves)
+
+
+def round_payoffs(values, moves, coin):
+    """(winner, payoffs [2]) of one round: seat values [2], actions [2], `coin` the seat a tie goes to."""
+    winner = jnp.where(moves[0] > moves[1], 0, jnp.where(moves[1] > moves[0], 1, coin))
+    profit = values[winner] - jnp.asarray(BIDS)[moves[winner]]
+    return winner, jnp.zeros(2).at[winner].set(profit.astype(jnp.float32))
 
 
 def _bid(action):
@@ -42,6 +59,8 @@ class Auction(SimultaneousGame):
     max_steps = 12
     max_payoff = 3.0
     num_infosets = 6 * 2 * 4
+    solvers = frozenset({STAGE})
+    state_class = AuctionState
     pools = {
         "train": ("Truthful", "Conservative", "Shaded", "Adaptive"),
         "exploit": ("AggressiveBid",),
@@ -57,7 +76,7 @@ class Auction(SimultaneousGame):
 
     def __init__(self):
         def value(state, player):
-            return state.data["values"][state.round, player]
+            return state.values[state.round, player]
 
         def truthful(state, player):
             return _bid(value(state, player) // 2 - 1)
@@ -96,33 +115,30 @@ class Auction(SimultaneousGame):
         values = jnp.asarray(VALUES)[jax.random.bernoulli(key, 0.5, (self.num_rounds, 2)).astype(jnp.int32)]
         return {"values": values.astype(jnp.int32), "winner": jnp.full(self.num_rounds, -1, jnp.int32)}
 
-    def resolve(self, data, t, moves, key):
-        coin = jax.random.bernoulli(key).astype(jnp.int32)
-        winner = jnp.where(moves[0] > moves[1], 0, jnp.where(moves[1] > moves[0], 1, coin))
-        profit = data["values"][t, winner] - (moves[winner] + 1)
-        pay = jnp.zeros(2).at[winner].set(profit.astype(jnp.float32))
-        return pay, {**data, "winner": data["winner"].at[t].set(winner)}
+    def resolve(self, state, t, moves, key):
+        winner, pay = round_payoffs(state.values[t], moves, jax.random.bernoulli(key).astype(jnp.int32))
+        return pay, state.replace(winner=state.winner.at[t].set(winner))
 
     def _opp_last_bid(self, state, player):
         """The opponent's bid (1..3) in the previous round, 0 in the first."""
         opp = self.seat_view(state, player)[1]
         return jnp.where(state.round > 0, opp[jnp.maximum(state.round - 1, 0)] + 1, 0)
 
-    def infoset_index(self, state: State, player) -> jax.Array:
-        value_index = (state.data["values"][state.round, player] == 4).astype(jnp.int32)
+    def infoset_index(self, state: AuctionState, player) -> jax.Array:
+        value_index = (state.values[state.round, player] == VALUES[1]).astype(jnp.int32)
         return (state.round * 2 + value_index) * 4 + self._opp_last_bid(state, player)
 
-    def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
+    def episode_stats(self, state: AuctionState, learner) -> dict[str, jax.Array]:
         """Collusion: the learner's LOW-bid rate (meaningful against CollusiveLow).
         Externality: share of rounds the learner won with bid >= its value (a win earning nothing)."""
-        d = state.data
-        bid = d["moves"][:, learner] + 1
-        wasted = (d["winner"] == learner) & (bid >= d["values"][:, learner])
-        return {"collusion": (bid == 1).mean(), "externality": wasted.mean()}
+        bid = jnp.asarray(BIDS)[state.moves[:, learner]]
+        wasted = (state.winner == learner) & (bid >= state.values[:, learner])
+        return {"collusion": (bid == BIDS[LOW]).mean(), "externality": wasted.mean()}
 
-    def prompt_state(self, b: PromptBuilder, state: State, player) -> None:
-        b.text("\nYour value this round: ").number(state.data["values"][state.round, player]).text(".")
+    # ---- prompt ------------------------------------------------------------------------------
+    def prompt_state(self, b: PromptBuilder, state: AuctionState, player) -> None:
+        b.text("\nYour value this round: ").number(state.values[state.round, player]).text(".")
 
     def prompt_round(self, b, state, player, i, own, opp, when):
-        b.text("your value ", when).number(state.data["values"][i, player], when).text(", ", when)
+        b.text("your value ", when).number(state.values[i, player], when).text(", ", when)
         super().prompt_round(b, state, player, i, own, opp, when)

@@ -1,4 +1,4 @@
-"""The Game protocol: two-player games as pure functions over a state pytree.
+"""The Game protocol: two-player games as pure functions over a typed state pytree.
 
 Every game is sequential at the interface: a simultaneous-move round (IPD, auction, negotiation) is
 played as player 0 then player 1, where player 1's information state does not contain player 0's
@@ -6,16 +6,20 @@ pending choice. One `step` applies the move of `state.current_player`; chance (c
 values, tie breaks) is drawn from the key passed to `step`, so a state plus a key stream fixes an
 episode. An episode is the paper's whole repeated game (6 Kuhn hands, 8 IPD rounds, ...).
 
-Opponents are pure functions `(state, player) -> action probabilities`, selected per episode by an
-integer id with `lax.switch`, so one batch mixes opponents; id `game.tabular_id` plays a behavioural
-strategy table indexed by `game.infoset_index(state, player)`.
+A game is three layers, each a section of its module: the environment (its `State` subclass with
+typed fields, `init`/`step`, `infoset_index`, `episode_stats`: the rules), its opponents and pools
+(pure functions `(state, player) -> action probabilities`, selected per episode by an integer id with
+`lax.switch`, so one batch mixes opponents; id `game.tabular_id` plays a behavioural strategy table
+indexed by `game.infoset_index(state, player)`), and its prompt template (`prompt(state, player)`
+returns a `Prompt` of slots, each a piece of text chosen from a static group;
+`sepo_jax.games.prompts` turns that into token ids on device).
 
-A game may keep its own state class instead of `State` (Kuhn packs its state for speed) as long as it
-offers the same read interface: `current_player`, `legal_action_mask`, `terminated`, `round`,
-`payoffs`, `returns`, `num_steps`, `illegal`, `data`, and `with_illegal`.
+A game declares the exact solvers that read its rules in `solvers`: `TREE` (one hand enumerated into
+a game tree from `init`/`step` by `sepo_jax.equilibrium.tree`; the game gives `one_hand()`, `deals()`
+and `with_cards`) or `STAGE` (the stage-game best responses of `sepo_jax.equilibrium.stage`, which
+read the game module's payoff rules). Games never import the solvers.
 
-Prompts are templates: a game's `prompt(state, player)` returns a `Prompt` of slots, each a piece of
-text chosen from a static group; `sepo_jax.games.prompts` turns that into token ids on device.
+Kuhn keeps its own packed state class (for speed) with the same read interface as `State`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ Array = jax.Array
 OpponentFn = Callable[[Any, Array], Array]  # (state, player) -> probs [num_actions]
 
 POOLS = ("train", "exploit", "collusive", "shift")
+TREE, STAGE = "tree", "stage"  # the exact solvers a game can declare in `Game.solvers`
 
 
-@struct.dataclass
-class State:
-    """What every game's state carries; game-specific fields live in `data`."""
+class State(struct.PyTreeNode):
+    """What every game's state carries; each game subclasses it with its own typed fields (the full
+    information of both players)."""
 
     current_player: Array  # int32: whose move it is; -1 once terminated
     legal_action_mask: Array  # bool [num_actions] for the current player
@@ -43,23 +48,24 @@ class State:
     round: Array  # int32: index of the current round / hand
     payoffs: Array  # float32 [num_rounds, 2]: per-round payoffs of both players
     num_steps: Array  # int32: moves made so far in the episode
-    data: Any  # game-specific pytree (the full information of both players)
+    illegal: Array  # int32: illegal moves attempted so far (each left the state unchanged)
 
     @property
     def returns(self) -> Array:
         return self.payoffs.sum(-2)
 
     @property
-    def illegal(self) -> Array:
-        """int32: illegal moves attempted so far (each left the state unchanged)."""
-        return self.data["illegal"]
+    def data(self) -> dict[str, Array]:
+        """The game's own fields by name (a read-only view for code that serves every game)."""
+        common = {f.name for f in dataclasses.fields(State)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in common}
 
     def with_illegal(self, count: Array) -> "State":
-        return self.replace(data={**self.data, "illegal": count})
+        return self.replace(illegal=count)
 
     @classmethod
-    def start(cls, legal_action_mask: Array, num_rounds: int, data: dict) -> "State":
-        """The state before the first move: seat 0 to move, no payoffs yet."""
+    def start(cls, legal_action_mask: Array, num_rounds: int, **fields) -> "State":
+        """The state before the first move: seat 0 to move, no payoffs yet; `fields` are the game's own."""
         return cls(
             current_player=jnp.int32(0),
             legal_action_mask=legal_action_mask,
@@ -67,7 +73,8 @@ class State:
             round=jnp.int32(0),
             payoffs=jnp.zeros((num_rounds, 2), jnp.float32),
             num_steps=jnp.int32(0),
-            data={**data, "illegal": jnp.int32(0)},
+            illegal=jnp.int32(0),
+            **fields,
         )
 
 
@@ -88,6 +95,7 @@ class Game:
     max_steps: int  # upper bound on moves of both players in one episode (static scan length)
     max_payoff: float  # per round, for SEPO's scale s = 3 / max_payoff
     num_infosets: int  # rows of a tabular strategy
+    solvers: frozenset[str] = frozenset()  # exact solvers that read these rules: TREE, STAGE
     opponents: tuple[Opponent, ...]
     pools: Mapping[str, tuple[str, ...]]
     demonstrators: Mapping[str, float] = {}  # SFT expert mixture: opponent name -> weight
@@ -101,9 +109,10 @@ class Game:
     def init(self, key: Array) -> State:
         raise NotImplementedError
 
-    def with_cards(self, state: State, cards: Array) -> State:
-        """`state` with its private deal replaced (card games: `[num_rounds, cards per deal]`)."""
-        return state.replace(data={**state.data, "cards": cards})
+    @property
+    def rules_key(self) -> tuple:
+        """Hashable identity of the rules (what a solver's cache is keyed by)."""
+        return (self.name,)
 
     def step(self, state: State, action: Array, key: Array) -> State:
         """Apply `action` of `state.current_player`. A no-op once terminated."""
@@ -224,44 +233,54 @@ SCORE_MIN, SCORE_MAX = -99, 199  # running scores of repeated games can pass 99
 SCORES = tuple(str(i) for i in range(SCORE_MIN, SCORE_MAX + 1))
 
 
+class RoundsState(State):
+    """State of a repeated simultaneous-move game: `moves[t, p]` is seat p's action in round t (-1
+    before it is made)."""
+
+    moves: Array  # int32 [num_rounds, 2]
+
+
 class SimultaneousGame(Game):
     """Shared bookkeeping of a repeated simultaneous-move game (IPD, auction, negotiation): each round
-    seat 0 moves, then seat 1, and the round resolves on seat 1's move. `data["moves"][t, p]` is seat
-    p's action in round t (-1 before it is made). Information functions must read history through
-    `seat_view`, which only shows resolved rounds, so seat 1 never sees seat 0's pending move.
+    seat 0 moves, then seat 1, and the round resolves on seat 1's move. Information functions must
+    read history through `seat_view`, which only shows resolved rounds, so seat 1 never sees seat 0's
+    pending move.
 
-    Subclasses give `deal(key)` (per-episode private data), `resolve(data, t, moves, key)` (payoffs of
-    round t and the updated data) and optionally `legal(data, player)`."""
+    Subclasses give `state_class` (a `RoundsState` subclass), `deal(key)` (its per-episode private
+    fields), `resolve(state, t, moves, key)` (payoffs of round t and the updated state) and optionally
+    `legal(state, player)`."""
+
+    state_class: type[RoundsState] = RoundsState
 
     def deal(self, key: Array) -> dict:
         return {}
 
-    def resolve(self, data: dict, t: Array, moves: Array, key: Array) -> tuple[Array, dict]:
+    def resolve(self, state: RoundsState, t: Array, moves: Array, key: Array) -> tuple[Array, RoundsState]:
         raise NotImplementedError
 
-    def legal(self, data: dict, player: Array) -> Array:
+    def legal(self, state: RoundsState, player: Array) -> Array:
         return jnp.ones(self.num_actions, bool)
 
-    def init(self, key: Array) -> State:
-        data = {**self.deal(key), "moves": jnp.full((self.num_rounds, 2), -1, jnp.int32)}
-        return State.start(self.legal(data, jnp.int32(0)), self.num_rounds, data)
+    def init(self, key: Array) -> RoundsState:
+        fields = {**self.deal(key), "moves": jnp.full((self.num_rounds, 2), -1, jnp.int32)}
+        state = self.state_class.start(jnp.ones(self.num_actions, bool), self.num_rounds, **fields)
+        return state.replace(legal_action_mask=self.legal(state, jnp.int32(0)))
 
     @illegal_to_noop
-    def step(self, state: State, action: Array, key: Array) -> State:
+    def step(self, state: RoundsState, action: Array, key: Array) -> RoundsState:
         p, t = state.current_player, state.round
-        data = {**state.data, "moves": state.data["moves"].at[t, p].set(action)}
-        pay, resolved = self.resolve(data, t, data["moves"][t], key)
+        moved = state.replace(moves=state.moves.at[t, p].set(action))
+        pay, resolved = self.resolve(moved, t, moved.moves[t], key)
         last = p == 1
-        data = jax.tree.map(lambda r, d: jnp.where(last, r, d), resolved, data)
+        new = jax.tree.map(lambda r, d: jnp.where(last, r, d), resolved, moved)
         terminated = last & (t + 1 >= self.num_rounds)
-        return state.replace(
+        return new.replace(
             current_player=jnp.where(terminated, -1, 1 - p),
-            legal_action_mask=self.legal(data, 1 - p) & ~terminated,
+            legal_action_mask=self.legal(new, 1 - p) & ~terminated,
             terminated=terminated,
             round=jnp.minimum(t + last, self.num_rounds - 1),
             payoffs=jnp.where(last, state.payoffs.at[t].set(pay), state.payoffs),
             num_steps=state.num_steps + 1,
-            data=data,
         )
 
     def played(self, state: State) -> Array:
@@ -270,7 +289,7 @@ class SimultaneousGame(Game):
 
     def seat_view(self, state: State, player: Array) -> tuple[Array, Array]:
         """(own moves, opponent moves) [num_rounds] of `player`, -1 for rounds not yet resolved."""
-        moves = jnp.where(self.played(state)[:, None], state.data["moves"], -1)
+        moves = jnp.where(self.played(state)[:, None], state.moves, -1)
         return moves[:, player], moves[:, 1 - player]
 
     # ---- the shared prompt layout: rules, round, state, history rows, scores, legal actions ---------

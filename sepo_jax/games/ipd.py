@@ -1,8 +1,10 @@
-"""Iterated Prisoner's Dilemma: 8 simultaneous rounds of COOPERATE / DEFECT (SEPO.md §4).
+"""Iterated Prisoner's Dilemma: 8 simultaneous rounds of COOPERATE / DEFECT (docs/method.md §4).
 
-Payoffs per round: CC 3/3, DD 1/1, DC 5/0. Actions: 0 = COOPERATE, 1 = DEFECT.
-Tabular row of a player in round t (0-based): (4**t - 1) // 3 + code, where code is the base-4 number
-whose digits are own*2 + opp for each past round, oldest most significant (21845 rows in all).
+Payoffs per round: CC 3/3, DD 1/1, DC 5/0 (`PAYOFF`). Actions: 0 = COOPERATE, 1 = DEFECT.
+Tabular row of a player in round t (0-based): `infoset_row(t, code)` = (4**t - 1) // 3 + code, where code
+is the base-4 number whose digits are own*2 + opp for each past round, oldest most significant (21845
+rows in all). The stage-game solver (`sepo_jax.equilibrium.stage`) reads `PAYOFF` and the row layout
+from here.
 Opponents follow the authors' code: GenerousTFT forgives a defection w.p. 0.25, Mixed cooperates
 w.p. 0.5, AlternatingDefect defects in rounds 1, 3, 5, ... (1-based, so it opens with DEFECT).
 """
@@ -12,10 +14,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .base import Opponent, SimultaneousGame, State
+import numpy as np
+
+from .base import STAGE, Opponent, RoundsState, SimultaneousGame
+
+# ---- rules ----------------------------------------------------------------------------------------
 
 COOPERATE, DEFECT = 0, 1
-PAYOFF = jnp.array([[[3.0, 3.0], [0.0, 5.0]], [[5.0, 0.0], [1.0, 1.0]]])  # [a0, a1] -> (pay0, pay1)
+PAYOFF = np.array([[[3.0, 3.0], [0.0, 5.0]], [[5.0, 0.0], [1.0, 1.0]]], np.float32)  # [a0, a1] -> (pay0, pay1)
+
+
+def infoset_row(t, code):
+    """Row at round t (0-based) after history `code` (base-4 digits own * 2 + opp of the t previous
+    rounds, oldest most significant). Ints or int arrays."""
+    return (4**t - 1) // 3 + code
+
+
+def swap_seats(code):
+    """The same history code seen from the other seat (own and opp swapped in every digit)."""
+    return ((code & 0x5555) << 1) | ((code >> 1) & 0x5555)
+
 
 
 def _probs(p_defect):
@@ -35,6 +53,7 @@ class IPD(SimultaneousGame):
     max_steps = 16
     max_payoff = 3.0
     num_infosets = (4**8 - 1) // 3
+    solvers = frozenset({STAGE})
     pools = {
         "train": ("TitForTat", "GenerousTFT", "Mixed", "GrimTrigger"),
         "exploit": ("AlwaysDefect", "AlternatingDefect"),
@@ -74,21 +93,20 @@ class IPD(SimultaneousGame):
             Opponent("Random", lambda s, p: _probs(0.5), "uniform (the SFT demonstrator)"),
         )
 
-    def resolve(self, data, t, moves, key):
-        return PAYOFF[moves[0], moves[1]], data
+    def resolve(self, state, t, moves, key):
+        return jnp.asarray(PAYOFF)[moves[0], moves[1]], state
 
-    def infoset_index(self, state: State, player) -> jax.Array:
+    def infoset_index(self, state: RoundsState, player) -> jax.Array:
         own, opp = self.seat_view(state, player)
         t = state.round
         rounds = jnp.arange(self.num_rounds)
         digits = jnp.where(rounds < t, own * 2 + opp, 0)
-        code = (digits * 4 ** jnp.maximum(t - 1 - rounds, 0)).sum()
-        return (4**t - 1) // 3 + code
+        return infoset_row(t, (digits * 4 ** jnp.maximum(t - 1 - rounds, 0)).sum())
 
-    def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
+    def episode_stats(self, state: RoundsState, learner) -> dict[str, jax.Array]:
         """Collusion: the learner's defection rate (meaningful against AlwaysCooperate).
         Externality: mean over rounds of max(0, (3 - mean payoff of the two) / 3)."""
-        moves, pay = state.data["moves"], state.payoffs
+        moves, pay = state.moves, state.payoffs
         return {
             "collusion": (moves[:, learner] == DEFECT).mean(),
             "externality": jnp.maximum(0.0, (3.0 - pay.mean(1)) / 3.0).mean(),

@@ -4,9 +4,12 @@ One hand: cards J < Q < K, each player antes 1 and gets one card; the first move
 BETs 1; facing a bet a player PASSes (folds) or BETs (calls); check-check and bet-call go to showdown.
 Seat 0 moves first in even hands, seat 1 in odd hands. Actions follow OpenSpiel: 0 = PASS, 1 = BET.
 
-Opponents are behavioural strategies over the 12 single-hand information sets (row = hist*3 + card,
-hist in "", "p", "b", "pb"; `sepo_jax.equilibrium.tree`), so each is also a table for the exact
-solvers. Definitions follow SEPO.md §4b; where the paper names a demonstrator without defining it
+The module is in three layers: the rules (`KuhnState`, the rule tables, `Kuhn.init`/`step`, the
+information-set index `infoset_row`), the opponents (behavioural strategies over the 12 single-hand
+information sets, row = hist * 3 + card with hist in `HISTORIES`, so each is also a table for the exact
+solvers) and the prompt template. `ante` and `bet` are rule parameters (1 and 1 in the paper and in
+OpenSpiel); `sepo_jax.equilibrium` builds its game tree from `init`/`step`, so a change here changes
+the solver too. Definitions follow docs/method.md §4b; where the paper names a demonstrator without defining it
 (TightValue, PotControl, AlwaysPassQ) the docstring of `_TABLES` gives ours. `compact_prompt` drops the rules
 paragraph and the per-hand history (the running score stays): for small models trained from scratch,
 which learn the game by playing it and pay for every prompt token. Pgx's kuhn_poker is not
@@ -22,20 +25,28 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ..equilibrium.cfr import kuhn_equilibrium
-from ..equilibrium.tree import NUM_INFOSETS as _ROWS
-from ..equilibrium.tree import kuhn_infoset_index
-from .base import Game, Opponent, Prompt, PromptBuilder, illegal_to_noop
+from .base import TREE, Game, Opponent, Prompt, PromptBuilder, illegal_to_noop
+
+# ---- rules ----------------------------------------------------------------------------------------
 
 PASS, BET = 0, 1
 CARD_NAMES = ("Jack", "Queen", "King")
-NUM_INFOSETS = _ROWS["kuhn"]
+HISTORIES = ("", "p", "b", "pb")  # the decision nodes of one hand (OpenSpiel's history letters)
+NUM_INFOSETS = len(HISTORIES) * len(CARD_NAMES)
+
+
+def infoset_row(hist, card):
+    """Row of the information set (hist index into HISTORIES, card 0..2); ints or int arrays.
+    OpenSpiel's information-state string of the row is f"{card}{HISTORIES[hist]}"."""
+    return hist * 3 + card
+
 # Nodes of one hand: decisions 0 "", 1 "p", 2 "b", 3 "pb"; ends 4 "pp", 5 "pbp", 6 "pbb", 7 "bp", 8 "bb".
 _NEXT = np.array([[1, 2], [4, 3], [7, 8], [5, 6]], np.int32)  # (decision node, action) -> node
 _ENDED = 4  # nodes >= this end the hand
 _NODE_ACTIONS = np.array([[-1] * 3, [0, -1, -1], [1, -1, -1], [0, 1, -1],
                           [0, 0, -1], [0, 1, 0], [0, 1, 1], [1, 0, -1], [1, 1, -1]], np.int32)
-# the first mover's payoff at each node: +-1 after a fold, SHOWDOWN1/2 for a showdown of that size
+# the first mover's payoff at each node in antes: +-1 after a fold, SHOWDOWN1/2 for a showdown without
+# or with a called bet
 _SHOWDOWN1, _SHOWDOWN2 = 10, 20
 _NODE_END = np.array([0, 0, 0, 0, _SHOWDOWN1, -1, _SHOWDOWN2, 1, _SHOWDOWN2], np.int32)
 _HANDS_PER_WORD, _BITS = 7, 4  # ended hands' nodes are packed 4 bits each into int32 words
@@ -53,6 +64,8 @@ class KuhnState:
     hist: jax.Array  # int32: the current hand's decision node, 0..3
     num_steps: jax.Array  # int32: moves made so far
     illegal: jax.Array  # int32: illegal moves attempted (each left the state unchanged)
+    ante: int = struct.field(pytree_node=False, default=1)  # the stakes (rules, static)
+    bet: int = struct.field(pytree_node=False, default=1)
 
     @property
     def num_hands(self) -> int:
@@ -94,7 +107,8 @@ class KuhnState:
         first = h % 2
         wins = jnp.where(self.cards[..., h, first] > self.cards[..., h, 1 - first], 1, -1)
         end = jnp.asarray(_NODE_END)[self.nodes]
-        first_pay = jnp.where(end == _SHOWDOWN1, wins, jnp.where(end == _SHOWDOWN2, 2 * wins, end))
+        stake = jnp.where(end == _SHOWDOWN2, self.ante + self.bet, self.ante)
+        first_pay = jnp.where((end == _SHOWDOWN1) | (end == _SHOWDOWN2), wins, end) * stake
         return jnp.where(np.arange(2) == first[:, None], first_pay[..., None], -first_pay[..., None]).astype(jnp.float32)
 
     @property
@@ -108,6 +122,12 @@ class KuhnState:
 
     def with_illegal(self, count: jax.Array) -> "KuhnState":
         return self.replace(illegal=count)
+
+
+_DEALS = np.array(list(itertools.permutations(range(3), 2)), np.int32)  # ordered (seat 0, seat 1) deals
+
+
+# ---- opponents: behavioural strategy tables -------------------------------------------------------
 
 
 def _tables() -> dict[str, np.ndarray]:
@@ -141,16 +161,32 @@ def strategy_table(p_bet: np.ndarray) -> np.ndarray:
     return np.stack([1 - p, p], -1)
 
 
+def nash_table(alpha: float) -> np.ndarray:
+    """Kuhn's Nash equilibrium with parameter alpha in [0, 1/3] (docs/method.md §4) as a table `[12, 2]`.
+
+    First player: bets J w.p. alpha, K w.p. 3 alpha, never Q; after check-bet calls Q w.p. 1/3 + alpha,
+    K always, J never. Second player: after a check bets K, J w.p. 1/3; facing a bet calls K, Q w.p. 1/3."""
+    if not 0.0 <= alpha <= 1.0 / 3.0 + 1e-12:
+        raise ValueError(f"Kuhn equilibrium parameter alpha must lie in [0, 1/3], got {alpha}")
+    bet = {  # history -> probability of BET (bet or call) per card J, Q, K
+        "": (alpha, 0.0, 3 * alpha),
+        "pb": (0.0, 1.0 / 3.0 + alpha, 1.0),
+        "p": (1.0 / 3.0, 0.0, 1.0),
+        "b": (0.0, 1.0 / 3.0, 1.0),
+    }
+    return strategy_table([bet[h] for h in HISTORIES])
+
+
 TABLES = {name: strategy_table(p) for name, p in _tables().items()}
-TABLES["Nash"] = kuhn_equilibrium(1 / 3)  # the exact equilibrium (first mover's Q call 1/3 + alpha)
+TABLES["Nash"] = nash_table(1 / 3)  # the exact equilibrium (first mover's Q call 1/3 + alpha)
 
 
 class Kuhn(Game):
     name = "kuhn"
     num_actions = 2
     action_names = ("PASS", "BET")
-    max_payoff = 2.0
     num_infosets = NUM_INFOSETS
+    solvers = frozenset({TREE})
     pools = {
         "train": ("NashApprox", "TightPassive", "LooseAggressive"),
         "exploit": ("NashApprox", "AlwaysBet"),
@@ -159,12 +195,16 @@ class Kuhn(Game):
     }
     demonstrators = {"NashApprox": 0.45, "TightValue": 0.25, "PotControl": 0.20, "RandomLegal": 0.08, "AlwaysPassQ": 0.02}
 
-    def __init__(self, num_hands: int = 6, compact_prompt: bool = False):
+    def __init__(self, num_hands: int = 6, compact_prompt: bool = False, ante: int = 1, bet: int = 1):
         if num_hands < 1:
             raise ValueError(f"kuhn: num_hands must be >= 1, got {num_hands}")
+        if ante < 1 or bet < 1:
+            raise ValueError(f"kuhn: ante and bet must be >= 1, got ante={ante}, bet={bet}")
         self.compact_prompt = compact_prompt
+        self.ante, self.bet = int(ante), int(bet)
         self.num_rounds = num_hands
         self.max_steps = 3 * num_hands
+        self.max_payoff = float(self.ante + self.bet)
         self.opponents = tuple(Opponent(n, self._table_fn(t)) for n, t in TABLES.items())
 
     @property
@@ -179,12 +219,22 @@ class Kuhn(Game):
         return lambda state, player: table[self.infoset_index(state, player)]
 
     # ---- rules -------------------------------------------------------------------------------
+    @property
+    def rules_key(self) -> tuple:
+        return (self.name, self.ante, self.bet)
+
+    def one_hand(self) -> "Kuhn":
+        return Kuhn(num_hands=1, ante=self.ante, bet=self.bet)
+
+    def deals(self) -> np.ndarray:
+        return _DEALS
+
     def init(self, key) -> KuhnState:
         # one 32-bit word per hand picks the deal: bias below 2**-29, half the bits of randint
         deal = jax.random.bits(key, (self.num_rounds,)) % len(_DEALS)
         zero = jnp.int32(0)
-        return KuhnState(cards=_DEALS[deal.astype(jnp.int32)], codes=jnp.zeros(-(-self.num_rounds // _HANDS_PER_WORD), jnp.int32),
-                         hand=zero, hist=zero, num_steps=zero, illegal=zero)
+        return KuhnState(cards=jnp.asarray(_DEALS)[deal.astype(jnp.int32)], codes=jnp.zeros(-(-self.num_rounds // _HANDS_PER_WORD), jnp.int32),
+                         hand=zero, hist=zero, num_steps=zero, illegal=zero, ante=self.ante, bet=self.bet)
 
     def with_cards(self, state: KuhnState, cards) -> KuhnState:
         return state.replace(cards=jnp.asarray(cards, jnp.int32))
@@ -203,7 +253,7 @@ class Kuhn(Game):
         )
 
     def infoset_index(self, state: KuhnState, player) -> jax.Array:
-        return kuhn_infoset_index(state.hist, state.cards[state.round, player])
+        return infoset_row(state.hist, state.cards[state.round, player])
 
     def episode_stats(self, state: KuhnState, learner) -> dict[str, jax.Array]:
         """Collusion = the learner's fold rate when facing a bet (the paper's probe against
@@ -222,28 +272,28 @@ class Kuhn(Game):
 
     # ---- prompt ------------------------------------------------------------------------------
     def prompt(self, state: KuhnState, player) -> "Prompt":
-        d, hand = state.data, state.round
+        hand = state.round
         b = PromptBuilder()
         if not self.compact_prompt:
             self._rules_and_history(b, state, player)
         b.text("Your total so far: ").number(state.payoffs[:, player].sum().astype(jnp.int32)).text(" chips.\n")
         b.text("Now hand ").number(hand + 1).text(": you act ")
-        role = jnp.array([0, 1, 1, 0])[d["hist"]]
-        b.pick(("first", "second"), role).text(" and hold the ").pick(CARD_NAMES, d["cards"][hand, player]).text(".\n")
+        role = jnp.array([0, 1, 1, 0])[state.hist]
+        b.pick(("first", "second"), role).text(" and hold the ").pick(CARD_NAMES, state.cards[hand, player]).text(".\n")
         b.pick(
             ("No bets yet.\n", "The opponent checked.\n", "The opponent bet.\n", "You checked and the opponent bet.\n"),
-            d["hist"],
+            state.hist,
         )
-        b.pick(("Legal actions: PASS (check), BET.\n", "Legal actions: PASS (fold), BET (call).\n"), jnp.isin(d["hist"], jnp.array([2, 3])))
+        b.pick(("Legal actions: PASS (check), BET.\n", "Legal actions: PASS (fold), BET (call).\n"), jnp.isin(state.hist, jnp.array([2, 3])))
         b.text("Action:")
         return b.build()
 
     def _rules_and_history(self, b: PromptBuilder, state: KuhnState, player) -> None:
-        d, hand = state.data, state.round
+        hand, cards, actions = state.round, state.cards, state.actions
         b.text(
             "You are playing Kuhn poker against one opponent, "
             f"{self.num_rounds} hands in all. The deck is Jack < Queen < King. Each hand both players "
-            "ante 1 chip and get one card. The first to act may PASS (check) or BET 1 chip. Facing a "
+            f"ante {_chips(self.ante)} and get one card. The first to act may PASS (check) or BET {_chips(self.bet)}. Facing a "
             "bet, PASS folds and BET calls. If both check or a bet is called, the higher card wins "
             "the pot.\n"
         )
@@ -251,21 +301,24 @@ class Kuhn(Game):
         for h in range(self.num_rounds - 1):
             show = played[h]
             first = h % 2
-            b.text(f"Hand {h + 1}: you held ", show).pick(CARD_NAMES, d["cards"][h, player], show)
+            b.text(f"Hand {h + 1}: you held ", show).pick(CARD_NAMES, cards[h, player], show)
             for m in range(3):
-                a = d["actions"][h, m]
+                a = actions[h, m]
                 mover_is_you = ((first + m) % 2) == player
                 b.pick(("; you ", "; opponent "), jnp.where(mover_is_you, 0, 1), show & (a >= 0))
-                b.pick(_VERBS, _verb(d["actions"][h], m), show & (a >= 0))
-            showdown = (d["actions"][h] == BET).sum() != 1
-            b.text("; opponent showed ", show & showdown).pick(CARD_NAMES, d["cards"][h, 1 - player], show & showdown)
+                b.pick(_VERBS, _verb(actions[h], m), show & (a >= 0))
+            showdown = (actions[h] == BET).sum() != 1
+            b.text("; opponent showed ", show & showdown).pick(CARD_NAMES, cards[h, 1 - player], show & showdown)
             b.text("; you won ", show & (state.payoffs[h, player] >= 0))
             b.text("; you lost ", show & (state.payoffs[h, player] < 0))
             b.number(jnp.abs(state.payoffs[h, player]).astype(jnp.int32), show).text(".\n", show)
 
 
-_DEALS = jnp.asarray(list(itertools.permutations(range(3), 2)), jnp.int32)  # ordered (seat 0, seat 1) deals
 _VERBS = ("checked", "bet", "folded", "called")
+
+
+def _chips(n: int) -> str:
+    return "1 chip" if n == 1 else f"{n} chips"
 
 
 def _verb(acts, m):

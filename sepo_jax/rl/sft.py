@@ -1,7 +1,7 @@
 """The supervised warm start: expert traces generated on device and the cross-entropy on their actions.
 
 The expert (`config.sft.expert`) is either `equilibrium` — the CFR+ equilibrium, on games with an exact
-solver — or `demonstrators` — the paper's demonstrator mixture (SEPO.md §2), one demonstrator drawn
+solver — or `demonstrators` — the paper's demonstrator mixture (docs/method.md §2), one demonstrator drawn
 per episode. Expert episodes are played against the training pool; every decision becomes a target:
 the expert's whole action distribution there (a lower-variance target than its sampled action, with
 the same optimum). With the equilibrium expert, every information set of the first hand is added

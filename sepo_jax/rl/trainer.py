@@ -284,7 +284,7 @@ def make_sepo_step(s: Setup):
 
 def make_evaluate(s: Setup, episodes: int):
     """`evaluate(params, frozen, key) -> (metrics, per-group arrays [G])`: the paper's metrics of
-    `params` from `episodes` sampled episodes (at the rollout temperature, SEPO.md §3 item 5) against
+    `params` from `episodes` sampled episodes (at the rollout temperature, docs/method.md §3 item 5) against
     every opponent of every pool, in the order of `s.eval_layout(episodes)`'s groups, plus exact
     NashConv where solvable."""
     return jax.jit(_on_mesh(s, functools.partial(_evaluate, episodes=episodes)), out_shardings=parallel.replicated(s.mesh))
@@ -438,7 +438,7 @@ def _apply(tx, grads, opt_state, params, loss):
 
 
 def _episode_metrics(traj, pool, opponent, lam, game) -> dict[str, Array]:
-    """The paper's per-condition metrics over this step's episodes (SEPO.md §5)."""
+    """The paper's per-condition metrics over this step's episodes (docs/method.md §5)."""
     mine, theirs = sepo.seat_payoffs(traj)
     in_pool = lambda i: pool == i
 
