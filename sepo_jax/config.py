@@ -74,6 +74,8 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.grpo.aggregation = "seq_mean"
     c.grpo.ppo_epochs = 1
     c.grpo.microbatches = 1  # the update in this many slices of the decisions, gradients summed (memory)
+    c.grpo.share_prompts = True  # score each distinct decision prompt once (not with a reasoning budget)
+    c.grpo.share_passes = 8  # with share_prompts: passes per slice over the distinct prompts; empty ones are skipped
     c.grpo.learning_rate = 1e-4
     c.grpo.weight_decay = 0.0
     c.grpo.grad_clip = 1.0
@@ -179,6 +181,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         number(f"sepo.{key}", 0)
     integer("grpo.ppo_epochs", 1)
     integer("grpo.microbatches", 1)
+    integer("grpo.share_passes", 1)
+    need(isinstance(c.grpo.share_prompts, bool), "grpo.share_prompts", f"must be True or False, got {c.grpo.share_prompts!r}")
     for key in ("learning_rate", "grad_clip", "clip_eps", "clip_eps_high"):
         number(f"grpo.{key}", 0, above=True)
     number("grpo.beta", 0)

@@ -49,7 +49,8 @@ def load(source: str | os.PathLike, *, dtype=jnp.float32, param_dtype=None, rema
 
         tok = tokenizer_lib.embedded_tokenizer(template_texts())
         config = embedded_config(tok.vocab_size, **(fields | (config_overrides or {})))
-        model = Decoder(config, rngs=rngs or nnx.Rngs(seed))
+        # initialised in one compiled program: eagerly, each initializer op compiles on its own
+        model = nnx.jit(lambda r: Decoder(config, rngs=r))(rngs or nnx.Rngs(seed))
         return (model if sharding is None else _placed(model, sharding)), tok
     if source == "smollm2-135m":
         source = smollm2_path()
