@@ -73,9 +73,9 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.grpo.beta = 0.2 if game == "kuhn" else 0.1
     c.grpo.aggregation = "seq_mean"
     c.grpo.ppo_epochs = 1
-    c.grpo.microbatches = 1  # the update in this many slices of the decisions, gradients summed (memory)
-    c.grpo.share_prompts = True  # score each distinct decision prompt once (not with a reasoning budget)
-    c.grpo.share_passes = 8  # with share_prompts: passes per slice over the distinct prompts; empty ones are skipped
+    c.grpo.microbatches = 1  # the update in this many slices of its rows, gradients summed (memory)
+    c.grpo.share_prompts = True  # the update scores each distinct decision prompt once (no reasoning budget)
+    c.grpo.share_passes = 8  # with share_prompts: passes per slice over the distinct prompts; empty ones skipped
     c.grpo.learning_rate = 1e-4
     c.grpo.weight_decay = 0.0
     c.grpo.grad_clip = 1.0

@@ -80,9 +80,10 @@ class Policy:
     optionally after `budget` free reasoning tokens and a forced `suffix_ids` (then a response is the
     reasoning plus the action, and its log-prob is the sum of both)."""
 
-    def __init__(self, graphdef, renderer, temperature: float, budget: int = 0, suffix_ids=None, eos_id=None):
+    def __init__(self, graphdef, renderer, temperature: float, budget: int = 0, suffix_ids=None, eos_id=None,
+                 share: Sharing | None = None):
         self.graphdef, self.renderer, self.temperature = graphdef, renderer, temperature
-        self.budget, self.suffix_ids, self.eos_id = budget, suffix_ids, eos_id
+        self.budget, self.suffix_ids, self.eos_id, self.share = budget, suffix_ids, eos_id, share
 
     def _model(self, params, frozen):
         return nnx.merge(self.graphdef, params, frozen)
@@ -116,7 +117,9 @@ class Policy:
         def act(ids, mask, legal, states, key, group_size=1):
             """`group_size` > 1: one row per group of identical prompts, samples for every member."""
             if not self.budget:
-                logp_all = jnp.repeat(self.log_probs(params, frozen, ids, mask, legal), group_size, axis=0)
+                score = functools.partial(self.log_probs, params, frozen)
+                logp_all = score(ids, mask, legal) if self.share is None else self.share.log_probs(score, ids, mask, legal)
+                logp_all = jnp.repeat(logp_all, group_size, axis=0)
                 action = jax.random.categorical(key, logp_all).astype(jnp.int32)
                 logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
                 none = jnp.zeros((action.shape[0], 0), jnp.int32)
@@ -203,7 +206,9 @@ def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -
     trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
     graphdef, params, frozen = nnx.split(model, trainable, ...)
     suffix = jnp.asarray(tokenizer.encode(c.rollout.reasoning_suffix), jnp.int32)
-    policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id)
+    share = Sharing(c.grpo.microbatches * c.grpo.share_passes, mesh) if _shares_prompts(c) else None
+    policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id,
+                    share)
     readout_arrays = None
     if c.game in EXACT_SOLVER_GAMES:
         states, mover, rows = readout.infoset_states(game)
@@ -454,52 +459,64 @@ def _distinct_rows(ids, mask, legal, valid, capacity: int):
     return (ids[first], mask[first] & used[:, None], jnp.where(used[:, None], legal[first], True)), inverse, row[-1] + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Sharing:
+    """Scoring each distinct decision prompt once: the distinct rows of a batch come first, in `passes`
+    passes of rows spread over the mesh's batch devices; passes holding no distinct row are skipped at
+    run time (`lax.cond`), so the cost follows the number of distinct prompts, not of decisions."""
+
+    passes: int
+    mesh: Any
+
+    def rows(self, ids, mask, legal, valid):
+        """(rows (ids, mask, legal) [passes, R, ...], each decision's row [N], R, first row of each pass,
+        which passes hold a distinct row)."""
+        devices = parallel.batch_devices(self.mesh)
+        per_pass = -(-ids.shape[0] // (self.passes * devices)) * devices
+        rows, inverse, count = _distinct_rows(ids, mask, legal, valid, self.passes * per_pass)
+        spec = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, parallel.BATCH))
+        rows = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+            x.reshape(self.passes, per_pass, *x.shape[1:]), spec), rows)
+        start = jnp.arange(self.passes) * per_pass
+        return rows, inverse, per_pass, start, start < count
+
+    def log_probs(self, score, ids, mask, legal, valid=None):
+        """`score(ids, mask, legal) -> [n, A]` of every one of N decisions, each distinct row scored once."""
+        valid = jnp.ones(ids.shape[0], bool) if valid is None else valid
+        rows, inverse, _, _, live = self.rows(ids, mask, legal, valid)
+        skip = lambda r: jnp.zeros(r[2].shape, jnp.float32)  # noqa: E731
+        out = jax.lax.map(lambda x: jax.lax.cond(x[1], lambda r: score(*r), skip, x[0]), (rows, live))
+        return out.reshape(-1, legal.shape[1])[inverse]
+
+
 def _shared_update(s: Setup, frozen, ids, mask, legal, action, weight):
-    """The update scoring each distinct decision prompt once (decisions with the same prompt and legal
-    actions share one row's action log-probs; their gradients add up through the gather). The distinct
-    rows come first, in `microbatches x share_passes` passes of rows spread over every device; passes
-    holding no distinct row are skipped at run time (`lax.cond`), so the cost follows the number of
-    distinct prompts, not of decisions."""
-    c, policy = s.c, s.policy
-    n = ids.shape[0]
-    passes = c.grpo.microbatches * c.grpo.share_passes
-    rows_per_pass = -(-n // (passes * parallel.batch_devices(s.mesh))) * parallel.batch_devices(s.mesh)
-    rows, inverse, count_rows = _distinct_rows(ids, mask, legal, weight > 0, passes * rows_per_pass)
-    split = lambda x: jax.lax.with_sharding_constraint(  # noqa: E731
-        x.reshape(passes, rows_per_pass, *x.shape[1:]),
-        jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(None, parallel.BATCH)))
-    rows = jax.tree.map(split, rows)
-    start = jnp.arange(passes) * rows_per_pass
-    live = start < count_rows
+    """The update with each distinct decision prompt scored once (`Sharing`): decisions with the same
+    prompt and legal actions share one row's action log-probs, their gradients adding up through the
+    gather. `update(ref_params, old_logp, adv) -> (value_and_grad, weight [N], count, rows scored)`."""
+    c, policy, share = s.c, s.policy, s.policy.share
+    rows, inverse, per_pass, start, live = share.rows(ids, mask, legal, weight > 0)
     tokens = policy.renderer.action_len[action]
     w = weight * (tokens if c.grpo.aggregation == "token_mean" else 1.0)
     count = jnp.maximum(w.sum(), 1.0)
 
-    def scores(p, x):
-        return policy.log_probs(p, frozen, *x)
-
-    def pass_scores(p, x):
-        rows_x, on = x
-        return jax.lax.cond(on, scores, lambda p, r: jnp.zeros(r[2].shape, jnp.float32), p, rows_x)
-
     def update(ref_params, old_logp, adv):
-        ref_all = jax.lax.map(functools.partial(pass_scores, ref_params), (rows, live)).reshape(-1, legal.shape[1])
-        ref_logp = jax.lax.stop_gradient(jnp.take_along_axis(ref_all[inverse], action[:, None], 1)[:, 0])
+        ref_all = share.log_probs(functools.partial(policy.log_probs, ref_params, frozen), ids, mask, legal, weight > 0)
+        ref_logp = jax.lax.stop_gradient(jnp.take_along_axis(ref_all, action[:, None], 1)[:, 0])
 
         def loss_fn(p, x):
             rows_x, first, on = x
             local = inverse - first
-            mine = (local >= 0) & (local < rows_per_pass)
+            mine = (local >= 0) & (local < per_pass)
 
             def terms(p):
-                logp_all = scores(p, rows_x)[jnp.clip(local, 0, rows_per_pass - 1)]
+                logp_all = policy.log_probs(p, frozen, *rows_x)[jnp.clip(local, 0, per_pass - 1)]
                 logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
                 return _loss_terms(c, logp, logp_all, legal, old_logp, ref_logp, adv, w * mine, count)
 
             zero = jax.eval_shape(terms, p)
             return jax.lax.cond(on, terms, lambda p: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zero), p)
 
-        return _summed_value_and_grad(loss_fn, (rows, start, live)), w, count, count_rows
+        return _summed_value_and_grad(loss_fn, (rows, start, live)), w, count, inverse.max() + 1
 
     return update
 
