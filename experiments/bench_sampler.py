@@ -1,8 +1,10 @@
 """Sampler throughput: generated tokens/s, decisions/s, and the prefill saving of group prefix sharing.
 
-    python experiments/bench_sampler.py [--quick] [--skip-smollm2]
+    python experiments/bench_sampler.py [--quick] [--skip-smollm2] [--skip-families]
 
-Models: the embedded default (fresh weights: speed does not depend on training) and, when
+Models: the embedded default (fresh weights: speed does not depend on training), small random Qwen 3.5
+(gated DeltaNet hybrid: 3 recurrent layers, 1 attention layer) and Gemma 4 (5 sliding + 1 global layers,
+the last 2 sharing KV, per-layer inputs) decoders of the embedded model's width, and, when
 ``sepo_jax.model.load("smollm2-135m")`` works, SmolLM2-135M-Instruct. Prompts are random token ids,
 left-padded to P; no eos, so every row generates the full N tokens. Times are the median of ``--reps``
 runs after a compile run, float32, jitted. Each section is a function ``(models, args) -> (title,
@@ -198,6 +200,28 @@ def table(title, header, rows):
   return "\n".join(lines)
 
 
+# Small decoders of the paper's two families, as config.json dicts (the embedded model's width and vocabulary)
+FAMILIES = {
+    "qwen3.5-small": dict(model_type="qwen3_5_text", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=64, linear_num_key_heads=4,
+                          linear_num_value_heads=8, linear_key_head_dim=32, linear_value_head_dim=32,
+                          tie_word_embeddings=True),
+    "gemma4-small": dict(model_type="gemma4_text", hidden_size=256, intermediate_size=768, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, global_head_dim=128,
+                         sliding_window=64, num_kv_shared_layers=2, hidden_size_per_layer_input=64,
+                         layer_types=["sliding_attention"] * 5 + ["full_attention"], tie_word_embeddings=True),
+}
+
+
+def family_models(vocab_size, sizes):
+  from sepo_jax.model.weights import config_from_hf
+
+  for name, hf in FAMILIES.items():
+    hf = dict(hf, vocab_size=vocab_size, vocab_size_per_layer_input=vocab_size)
+    config = config_from_hf(hf)
+    yield Entry(name, nnx.jit(lambda r: config.model_class(config, rngs=r))(nnx.Rngs(0)), sizes, 8)
+
+
 def load_models(args):
   from sepo_jax.model import load
 
@@ -206,7 +230,10 @@ def load_models(args):
   except Exception as e:  # the embedded tokenizer lives in other modules; fall back to its config
     print(f"load('embedded') failed ({e}); using embedded_config(512)", file=sys.stderr)
     embedded = Decoder(embedded_config(512), rngs=nnx.Rngs(0))
-  models = [Entry("embedded", embedded, (1, 8, 64) if not args.quick else (8,), 8)]
+  sizes = (1, 8, 64) if not args.quick else (8,)
+  models = [Entry("embedded", embedded, sizes, 8)]
+  if not args.skip_families:
+    models += family_models(embedded.config.vocab_size, sizes)
   if not args.skip_smollm2:
     try:
       smol, _ = load("smollm2-135m")
@@ -224,6 +251,7 @@ def main():
   parser.add_argument("--reps", type=int, default=3)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--skip-smollm2", action="store_true")
+  parser.add_argument("--skip-families", action="store_true", help="leave out the small Qwen 3.5 and Gemma 4")
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args()
   models = load_models(args)

@@ -14,13 +14,16 @@ tokenizes each prompt as one text, which gives slightly fewer tokens than our pi
 (e.g. 39 vs 43): a little less work on its side. TRL cannot play multi-decision episodes: it gets single decision
 prompts, generates up to 2 free tokens and is rewarded with the hand's payoff; its row counts learner
 decisions. Ours is timed first for every batch size, before torch runs in the process. Ours also computes the exact NashConv of the policy each step (a metric the others lack).
-Medians of timed steps after a warm-up step (ours: after compilation, reported apart).
+Medians of timed steps after a warm-up step (ours: after compilation, reported apart). Ours runs twice:
+scoring each distinct decision prompt once in the update (the default, `grpo.share_prompts`) and scoring
+every decision slot on its own, so the table shows where the saving comes from.
 Writes experiments/results/bench_train.md.
 """
 
 import argparse
 import datetime
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +43,10 @@ from sepo_jax.rl import rollout, sepo
 from sepo_jax.rl import trainer
 
 POOL_NAMES = {v: k for k, v in sepo.POOL_INDEX.items()}
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def _median_seconds(fn, steps: int) -> float:
@@ -69,7 +76,8 @@ def ours(s: trainer.Setup, state: trainer.TrainState, frozen, steps: int) -> dic
         box[:] = sepo_step(box[0], frozen)
         return box[1]
 
-    return {"seconds_per_step": _median_seconds(step, steps), "rollout_s": rollout_s, "compile_s": compile_s}
+    return {"seconds_per_step": _median_seconds(step, steps), "rollout_s": rollout_s, "compile_s": compile_s,
+            "update_rows": int(box[1]["update_rows"])}
 
 
 def check_same_policy(s: trainer.Setup, params, frozen, torch_side: TorchKuhnGRPO, episodes: int = 8) -> float:
@@ -90,11 +98,17 @@ def check_same_policy(s: trainer.Setup, params, frozen, torch_side: TorchKuhnGRP
     return worst
 
 
-def setup(groups_per_opponent: int, sft_steps: int):
-    """Our trainer warm-started with `sft_steps` supervised steps, its weights exported for torch."""
+def config(groups_per_opponent: int, share_prompts: bool = True):
     c = default_config("kuhn")
     c.sepo.credit, c.mesh.data = "credited", 1
     c.rollout.groups_per_opponent = groups_per_opponent
+    c.grpo.share_prompts = share_prompts
+    return c
+
+
+def setup(groups_per_opponent: int, sft_steps: int):
+    """Our trainer warm-started with `sft_steps` supervised steps, its weights exported for torch."""
+    c = config(groups_per_opponent)
     s, params, frozen = trainer.build(c)
     state, sft_step = trainer.init_state(s, params), trainer.make_sft_step(s)
     for _ in range(sft_steps):
@@ -102,6 +116,13 @@ def setup(groups_per_opponent: int, sft_steps: int):
     folder = tempfile.mkdtemp(prefix="bench_train_")
     save_hf(nnx.merge(s.graphdef, state.params, frozen), s.tokenizer, folder)
     return c, s, frozen, trainer.start_sepo(state), folder, jax.device_get(state.params)
+
+
+def ours_every_decision(r, steps: int) -> dict:
+    """Ours with `grpo.share_prompts=False` (every decision slot scored on its own), from the same weights."""
+    s, params, frozen = trainer.build(config(r["gpo"], share_prompts=False))
+    state = trainer.start_sepo(trainer.init_state(s, r["params"]))
+    return ours(s, state, frozen, steps)
 
 
 def torch_baseline(c, s: trainer.Setup, folder: str) -> TorchKuhnGRPO:
@@ -122,12 +143,15 @@ def main():
     ap.add_argument("--out", default="experiments/results/bench_train.md")
     args = ap.parse_args()
 
+    load = [_uptime()]
     pykuhn.check_against_sepo_jax(20)
     runs = [dict(gpo=int(g)) for g in args.groups_per_opponent.split(",")]
     for r in runs:  # ours first, before torch has started any thread pool in this process
         r["c"], r["setup"], r["frozen"], state, r["folder"], r["params"] = setup(r["gpo"], args.sft_steps)
         r["ours"] = ours(r["setup"], state, r["frozen"], args.steps)  # donates `state`
-        print(f"  groups/opponent {r['gpo']}, ours: {r['ours']['seconds_per_step']:.3f} s/step", flush=True)
+        r["every"] = ours_every_decision(r, args.steps)
+        print(f"  groups/opponent {r['gpo']}, ours: {r['ours']['seconds_per_step']:.3f} s/step "
+              f"({r['every']['seconds_per_step']:.3f} scoring every decision)", flush=True)
     for r in runs:
         torch_side = torch_baseline(r["c"], r["setup"], r["folder"])
         r["gap"] = check_same_policy(r["setup"], r["params"], r["frozen"], torch_side)
@@ -144,29 +168,37 @@ def main():
             from experiments.baselines import trl_kuhn
         except ImportError as e:
             notes.append(f"TRL rows skipped: {e} (pip install -e '.[baselines]')")
-    lines = ["| episodes/step | implementation | s/step | of it rollout s | episodes/s | learner decisions/s | ours / this, decisions/s | note |",
-             "|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| episodes/step | implementation | s/step | of it rollout s | episodes/s | learner decisions/s | "
+             "prompts scored in the update | ours / this, decisions/s | note |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in runs:
         c, group, episodes = r["c"], r["setup"].layout.group_size, r["episodes"]
         decisions = r["torch"]["decisions_per_step"]  # the same layout and game: ours plays as many on average
         rows = [("sepo_jax (one jitted step)", r["ours"]["seconds_per_step"], r["ours"]["rollout_s"], decisions,
-                 f"compile {r['ours']['compile_s']:.1f} s; rollout timed as its own jitted call"),
-                ("PyTorch + transformers, Python game loop", r["torch"]["seconds_per_step"], r["torch"]["rollout_s"], decisions, "")]
+                 r["ours"]["update_rows"], f"compile {r['ours']['compile_s']:.1f} s; rollout timed as its own jitted call; "
+                 "each distinct prompt scored once"),
+                ("sepo_jax, every decision slot scored", r["every"]["seconds_per_step"], r["every"]["rollout_s"], decisions,
+                 r["every"]["update_rows"], "`grpo.share_prompts=False`"),
+                ("PyTorch + transformers, Python game loop", r["torch"]["seconds_per_step"], r["torch"]["rollout_s"],
+                 decisions, f"{decisions:.0f}", "")]
         if trl_kuhn is not None:
             prompts = int(round(decisions / group))
             tr = trl_kuhn.run(r["folder"], steps=args.trl_steps, prompts_per_step=prompts, group_size=group,
                               temperature=c.rollout.temperature, learning_rate=c.grpo.learning_rate,
                               beta=c.grpo.beta, seed=c.seed)
             rows.append((f"TRL {tr['trl_version']} GRPOTrainer, single decisions", tr["seconds_per_step"], None,
-                         prompts * group, "free text, up to 2 tokens"))
+                         prompts * group, prompts * group, "free text, up to 2 tokens"))
             print(f"  groups/opponent {r['gpo']}, TRL: {tr['seconds_per_step']:.3f} s/step", flush=True)
         ours_rate = decisions / r["ours"]["seconds_per_step"]
-        for name, sec, roll, d, note in rows:
+        for name, sec, roll, d, scored, note in rows:
             eps = "-" if "TRL" in name else f"{episodes / sec:,.1f}"
             roll = "-" if roll is None else f"{roll:.3f}"
-            lines.append(f"| {episodes} | {name} | {sec:.3f} | {roll} | {eps} | {d / sec:,.1f} | {ours_rate / (d / sec):.2f}x | {note} |")
+            lines.append(f"| {episodes} | {name} | {sec:.3f} | {roll} | {eps} | {d / sec:,.1f} | {scored} | "
+                         f"{ours_rate / (d / sec):.2f}x | {note} |")
         notes.append(f"{episodes} episodes ({episodes // group} groups of {group}) of {r['setup'].game.num_rounds}-hand "
                      f"Kuhn per step, ~{decisions:.0f} learner decisions; max |p_ours - p_torch| = {r['gap']:.1e}.")
+    load.append(_uptime())
+    notes.append(f"Load before / after: `{load[0]}` / `{load[1]}`.")
     table, summary = "\n".join(lines), "\n".join(f"- {n}" for n in notes)
     print("\n" + table + "\n\n" + summary)
     env = f"PYTHONPATH={os.environ['PYTHONPATH']} " if "PYTHONPATH" in os.environ else ""

@@ -2,7 +2,8 @@
 
 AOT-lowers and compiles the real SEPO step (Kuhn, the step's own layout: groups of 8 against every
 opponent of the three pools plus the exact best response, LoRA rank 16 on q/k/v/o, prompts padded to
-512 tokens) for real 4B decoder shapes on fake 8- and 64-device CPU meshes. Weights and optimizer
+512 tokens) for real 4B decoder shapes (Qwen3-4B, Qwen3.5-4B, Gemma-4-E4B; see `sepo_jax.scale.SHAPES` for where each
+shape comes from) on fake 8- and 64-device CPU meshes. Weights and optimizer
 state are `jax.ShapeDtypeStruct`s with their shardings: nothing is allocated. Reports per device:
 `compiled.memory_analysis()` (arguments + outputs - aliased + temporaries) against a TPU v5e chip
 (16 GiB HBM) and a v5p chip (95 GiB), and FLOPs per step, both XLA's `cost_analysis()` of the
@@ -14,7 +15,7 @@ of the partitioned per-device program and counts each loop body once (the layer 
 scan over decisions, the update's microbatches), so it is far below the analytic total; it is shown
 only as a cross-check that the microbatched programs do 1/3 and 1/9 of the update per loop trip.
 
-    python experiments/scale_check.py [--models qwen3-4b] [--layouts 8:1x8,8:2x4,64:8x8] [--microbatches 1,3,9]
+    python experiments/scale_check.py [--models qwen3-4b,qwen3.5-4b,gemma-4-e4b] [--hf-config config.json] [--layouts 8:1x8,8:2x4,64:8x8] [--microbatches 1,3,9]
 
 Writes experiments/results/scale_check.md.
 """
@@ -29,6 +30,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -58,27 +60,23 @@ def config(args, devices: int, microbatches: int):
     return c
 
 
-def analytic_flops(setup, shape, prompt_tokens: int) -> float:
+def analytic_flops(setup, shape, frozen, prompt_tokens: int) -> float:
     """2 x (parameters in the matmuls) x tokens for each forward pass of the step: the strategy
     read-out, the rollout's prefill of every decision (decoding the 1-2 action tokens is negligible),
     the reference and policy passes of the update and its backward pass (activation gradients through
     the frozen base: one more forward's worth; LoRA's weight gradients are negligible), plus one more
-    forward under full remat."""
-    s = shape
-    per_layer = s.hidden_size * (s.num_heads + 2 * s.num_kv_heads) * s.head_dim + s.num_heads * s.head_dim * s.hidden_size
-    per_layer += 3 * s.hidden_size * s.intermediate_size
-    n = s.num_layers * per_layer + s.hidden_size * s.vocab_size  # the LM head is scored on every token
-    lay = setup.layout
-    decisions = lay.opponent.shape[0] * setup.game.max_decisions
+    forward under full remat. Attention scores and the delta rule's state updates are left out."""
+    n = scale.matmul_parameters(frozen, shape)
+    decisions = setup.layout.opponent.shape[0] * setup.game.max_decisions
     readout = setup.readout[0].shape[0]
-    passes = 1 + 1 + 2 + (1 if s.remat == "full" else 0)  # rollout, reference, policy fwd + bwd, remat
+    passes = 1 + 1 + 2 + (1 if shape.remat == "full" else 0)  # rollout, reference, policy fwd + bwd, remat
     return 2.0 * n * prompt_tokens * (readout + decisions * passes)
 
 
-def check(args, name: str, devices: int, data: int, fsdp: int, microbatches: int) -> dict:
+def check(args, name: str, hf: dict, devices: int, data: int, fsdp: int, microbatches: int) -> dict:
     c = config(args, devices, microbatches)
     c.mesh.data, c.mesh.fsdp = data, fsdp
-    shape = scale.model_config(name, c)
+    shape = scale.model_config(hf, c)
     mesh = parallel.make_mesh(data, fsdp)
     t0 = time.time()
     setup, (state, frozen), lowered = scale.lower_sepo_step(c, shape, mesh, prompt_tokens=args.prompt_tokens)
@@ -94,13 +92,16 @@ def check(args, name: str, devices: int, data: int, fsdp: int, microbatches: int
                 episodes=int(setup.layout.opponent.shape[0]),
                 weights_gib=weights / GIB, per_device_gib=per_device / GIB, args_gib=mem.argument_size_in_bytes / GIB,
                 temp_gib=mem.temp_size_in_bytes / GIB, xla_flops=float(cost.get("flops", float("nan"))),
-                flops=analytic_flops(setup, shape, args.prompt_tokens), lower_s=t1 - t0, compile_s=t2 - t1,
+                flops=analytic_flops(setup, shape, frozen, args.prompt_tokens), lower_s=t1 - t0, compile_s=t2 - t1,
                 constants_mib=scale.constant_bytes(lowered) / 2**20)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="qwen3-4b")
+    ap.add_argument("--models", default="qwen3-4b,qwen3.5-4b,gemma-4-e4b",
+                    help=f"comma-separated keys of sepo_jax.scale.SHAPES {tuple(scale.SHAPES)}")
+    ap.add_argument("--hf-config", action="append", default=[],
+                    help="a config.json to compile instead of (or besides, with --models) the built-in shapes")
     ap.add_argument("--layouts", default="8:1x8,8:2x4,64:8x8,64:4x16", help="devices:data x fsdp, comma-separated")
     ap.add_argument("--lora-rank", type=int, default=16)
     ap.add_argument("--group", type=int, default=8)
@@ -112,12 +113,14 @@ def main():
     args = ap.parse_args()
     load = [subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()]
     rows = []
-    for name in args.models.split(","):
+    models = [(name, scale.SHAPES[name]) for name in filter(None, args.models.split(","))]
+    models += [(os.path.basename(os.path.dirname(os.path.abspath(f))) or f, json.load(open(f))) for f in args.hf_config]
+    for name, hf in models:
         for layout in args.layouts.split(","):
             devices, dims = layout.split(":")
             data, fsdp = (int(x) for x in dims.split("x"))
             for micro in args.microbatches.split(","):
-                r = check(args, name, int(devices), data, fsdp, int(micro))
+                r = check(args, name, hf, int(devices), data, fsdp, int(micro))
                 rows.append(r)
                 print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
     load.append(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

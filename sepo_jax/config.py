@@ -12,11 +12,12 @@ import numbers
 
 import ml_collections
 
+from sepo_jax import games
 from sepo_jax.equilibrium.metrics import PAPER_LAMBDAS
 
 # (lambda_e, lambda_c, lambda_x): the paper's; Leduc is ours (zero-sum, like Kuhn)
 LAMBDAS = {**PAPER_LAMBDAS, "leduc": PAPER_LAMBDAS["kuhn"]}
-EXACT_SOLVER_GAMES = ("kuhn", "leduc")
+EXACT_SOLVER_GAMES = tuple(name for name in games.GAMES if games.has_exact_solver(name))  # declared by the games
 
 
 def default_config(game: str) -> ml_collections.ConfigDict:
@@ -73,7 +74,9 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.grpo.beta = 0.2 if game == "kuhn" else 0.1
     c.grpo.aggregation = "seq_mean"
     c.grpo.ppo_epochs = 1
-    c.grpo.microbatches = 1  # the update in this many slices of the decisions, gradients summed (memory)
+    c.grpo.microbatches = 1  # the update in this many slices of its rows, gradients summed (memory)
+    c.grpo.share_prompts = True  # the update scores each distinct decision prompt once (no reasoning budget)
+    c.grpo.share_passes = 8  # with share_prompts: passes per slice over the distinct prompts; empty ones skipped
     c.grpo.learning_rate = 1e-4
     c.grpo.weight_decay = 0.0
     c.grpo.grad_clip = 1.0
@@ -179,6 +182,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         number(f"sepo.{key}", 0)
     integer("grpo.ppo_epochs", 1)
     integer("grpo.microbatches", 1)
+    integer("grpo.share_passes", 1)
+    need(isinstance(c.grpo.share_prompts, bool), "grpo.share_prompts", f"must be True or False, got {c.grpo.share_prompts!r}")
     for key in ("learning_rate", "grad_clip", "clip_eps", "clip_eps_high"):
         number(f"grpo.{key}", 0, above=True)
     number("grpo.beta", 0)
@@ -296,8 +301,15 @@ def key_help() -> dict[str, tuple[str, str]]:
         "grpo.aggregation": ("loss average: seq_mean weighs every response alike, token_mean every token",
                              one_of(grpo.AGGREGATIONS)),
         "grpo.ppo_epochs": ("updates per step on the same rollouts", "an integer >= 1"),
-        "grpo.microbatches": ("run the update in this many slices of the decisions, gradients summed (same step, less "
-                              "memory)", "an integer >= 1 dividing the decision slots per device"),
+        "grpo.microbatches": ("run the update in this many slices of its rows, gradients summed (same step, less "
+                              "memory)", "an integer >= 1; without share_prompts (or with a reasoning budget) it must "
+                              "divide the decision slots per device"),
+        "grpo.share_prompts": ("score each distinct decision prompt (tokens and legal actions) once, in the rollout and "
+                               "the update, instead of every decision on its own (the same gradients); not with a "
+                               "reasoning budget", "True or False"),
+        "grpo.share_passes": ("with share_prompts: each slice of the update runs in this many passes over the distinct "
+                              "prompts, and passes holding none are skipped at run time (more passes: finer skipping, "
+                              "more per-pass overhead)", "an integer >= 1"),
         "grpo.learning_rate": ("AdamW learning rate of the SEPO phase (constant)", positive),
         "grpo.weight_decay": ("AdamW weight decay of the SEPO phase", rate),
         "grpo.grad_clip": ("global gradient-norm clip of the SEPO phase", positive),

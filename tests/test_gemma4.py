@@ -1,7 +1,7 @@
 """Gemma 4 text decoder (sepo_jax/model/gemma4.py): parity with transformers (torch, CPU) on tiny random
 checkpoints written by transformers (text-only and multimodal wrappers), cached decoding and tree attention
-equal to the full forward, unsupported settings refused, LoRA, HF export; under -m slow (the default
-suite's 10-minute budget): the multimodal wrapper, greedy generation, FSDP and SEPO steps."""
+equal to the full forward, unsupported settings refused, LoRA, HF export, SEPO steps; under -m slow (the
+default suite's 10-minute budget): the multimodal wrapper, greedy generation and FSDP."""
 
 import jax
 import jax.numpy as jnp
@@ -223,18 +223,17 @@ def test_lora_starts_as_the_base_model_and_merges_out_of_export(tiny, tok, tmp_p
         save_hf(model, tok, tmp_path / "x")
 
 
-@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (cold compile ~70 s)
 @pytest.mark.parametrize("lora_rank", [4, 0])
 def test_a_sepo_step_trains_a_tiny_gemma4(lora_rank, tok):
-    """LoRA and full fine-tuning (both under -m slow for the default suite's budget): the trainer takes the model object as it is."""
+    """LoRA and full fine-tuning: the trainer takes the model object as it is."""
     from sepo_jax.config import default_config
     from sepo_jax.rl import trainer
 
     c = default_config("kuhn")
     c.mesh.data = 1
-    c.compact_prompt, c.num_hands = True, 2
+    c.compact_prompt, c.num_hands = True, 1
     c.rollout.group_size, c.rollout.groups_per_opponent = 2, 1
-    c.sft.episodes, c.sft.steps, c.steps = 8, 1, 1
+    c.sft.episodes, c.steps = 8, 1
     c.model.lora_rank = lora_rank
     text = dict(_text_config("ple_shared_keqv", _vocab(tok)).to_dict(), num_hidden_layers=3, layer_types=[S, F, F],
                 num_kv_shared_layers=1, per_layer_config=None, global_head_dim=16, num_global_key_value_heads=1)

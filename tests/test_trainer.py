@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from sepo_jax import parallel
 from sepo_jax.config import default_config, validate
 from sepo_jax.rl import loop, trainer
 from sepo_jax.rl.loop import CONTRACT_KEYS
@@ -189,6 +191,49 @@ def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
     moved = np.abs(base - params_after("credited", lam)).max()
     same = np.abs(base - params_after("shared", lam)).max()
     assert moved > 1e-3 and same < 1e-3 * moved, (same, moved)
+
+
+def test_distinct_rows_map_every_decision_to_its_prompt():
+    ids = jnp.array([[0, 5, 6], [9, 5, 6], [0, 7, 6], [0, 5, 6], [3, 3, 3]])
+    mask = jnp.array([[False, True, True], [False, True, True], [False, True, True], [False, True, True],
+                      [True, True, True]])
+    legal = jnp.array([[True, True], [True, True], [True, True], [True, False], [True, True]])
+    valid = jnp.array([True, True, True, True, False])
+    (r_ids, r_mask, r_legal), inverse, count = trainer._distinct_rows(ids, mask, legal, valid, 8)
+    # rows 0 and 1 differ only under the mask: one prompt; row 3 has other legal actions; row 4 is padding
+    assert int(count) == 4 and len(set(np.asarray(inverse).tolist())) == 4
+    assert int(inverse[0]) == int(inverse[1])
+    for d in range(4):
+        u = int(inverse[d])
+        np.testing.assert_array_equal(np.where(r_mask[u], r_ids[u], -1), np.where(mask[d], ids[d], -1))
+        np.testing.assert_array_equal(r_legal[u], legal[d])
+    assert not np.asarray(r_mask[4:]).any() and np.asarray(r_legal[4:]).all()  # unused slots
+
+
+def test_shared_prompt_scoring_gives_the_gradients_of_scoring_every_decision():
+    """`grpo.share_prompts` scores each distinct decision prompt once: the same loss, metrics and
+    gradients as scoring every decision on its own (read as the update of plain SGD with learning rate
+    1: Adam's first step is lr * sign(g) and would amplify float noise on near-zero entries)."""
+
+    def gradient(share):
+        c = tiny(steps=1)
+        c.grpo.share_prompts = share
+        c.rollout.common_chance = True  # a group's hands share their deals: many prompts coincide
+        setup, params, frozen = trainer.build(c)
+        setup = dataclasses.replace(setup, rl_tx=optax.sgd(-1.0))  # params + gradient
+        setup = dataclasses.replace(setup, shardings=jax.tree.map(  # one device: all replicated
+            lambda _: parallel.replicated(setup.mesh), jax.eval_shape(lambda p: trainer._new_state(setup, p), params)))
+        state = trainer.start_sepo(trainer.init_state(setup, params))
+        before = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
+        state, metrics = trainer.make_sepo_step(setup)(state, frozen)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]) - before, metrics
+
+    (shared, m1), (every, m2) = gradient(True), gradient(False)
+    assert np.abs(every).max() > 1e-4
+    assert int(m1["update_rows"]) < int(m2["update_rows"]) / 2  # the test shares most prompts
+    np.testing.assert_allclose(shared, every, rtol=1e-5, atol=1e-6 * np.abs(every).max())
+    for k in ("loss", "kl", "clip_fraction", "entropy", "advantage_mean", "advantage_std"):
+        assert float(m1[k]) == pytest.approx(float(m2[k]), rel=1e-5, abs=1e-6), k
 
 
 @pytest.mark.slow  # two compiles of the SEPO step; the default suite's 10-minute budget

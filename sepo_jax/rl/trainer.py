@@ -80,9 +80,10 @@ class Policy:
     optionally after `budget` free reasoning tokens and a forced `suffix_ids` (then a response is the
     reasoning plus the action, and its log-prob is the sum of both)."""
 
-    def __init__(self, graphdef, renderer, temperature: float, budget: int = 0, suffix_ids=None, eos_id=None):
+    def __init__(self, graphdef, renderer, temperature: float, budget: int = 0, suffix_ids=None, eos_id=None,
+                 share: Sharing | None = None):
         self.graphdef, self.renderer, self.temperature = graphdef, renderer, temperature
-        self.budget, self.suffix_ids, self.eos_id = budget, suffix_ids, eos_id
+        self.budget, self.suffix_ids, self.eos_id, self.share = budget, suffix_ids, eos_id, share
 
     def _model(self, params, frozen):
         return nnx.merge(self.graphdef, params, frozen)
@@ -116,7 +117,9 @@ class Policy:
         def act(ids, mask, legal, states, key, group_size=1):
             """`group_size` > 1: one row per group of identical prompts, samples for every member."""
             if not self.budget:
-                logp_all = jnp.repeat(self.log_probs(params, frozen, ids, mask, legal), group_size, axis=0)
+                score = functools.partial(self.log_probs, params, frozen)
+                logp_all = score(ids, mask, legal) if self.share is None else self.share.log_probs(score, ids, mask, legal)
+                logp_all = jnp.repeat(logp_all, group_size, axis=0)
                 action = jax.random.categorical(key, logp_all).astype(jnp.int32)
                 logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
                 none = jnp.zeros((action.shape[0], 0), jnp.int32)
@@ -192,7 +195,7 @@ def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -
     parallel.check_divisible(mesh, layout.opponent.shape[0], "the SEPO batch (rollout.group_size x groups)")
     parallel.check_divisible(mesh, c.sft.episodes, "config.sft.episodes")
     per_device = layout.opponent.shape[0] * game.max_decisions // parallel.batch_devices(mesh)
-    if per_device % c.grpo.microbatches:
+    if not _shares_prompts(c) and per_device % c.grpo.microbatches:
         raise ValueError(f"config.grpo.microbatches={c.grpo.microbatches} does not divide the {per_device} decision "
                          f"slots per device of an update ({layout.opponent.shape[0]} episodes x {game.max_decisions} "
                          f"over {parallel.batch_devices(mesh)} devices)")
@@ -203,11 +206,13 @@ def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -
     trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
     graphdef, params, frozen = nnx.split(model, trainable, ...)
     suffix = jnp.asarray(tokenizer.encode(c.rollout.reasoning_suffix), jnp.int32)
-    policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id)
+    share = Sharing(c.grpo.microbatches * c.grpo.share_passes, mesh) if _shares_prompts(c) else None
+    policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id,
+                    share)
     readout_arrays = None
     if c.game in EXACT_SOLVER_GAMES:
         states, mover, rows = readout.infoset_states(game)
-        ids, mask = jax.vmap(renderer.render, in_axes=(None, 0, 0))(game, states, mover)
+        ids, mask = jax.jit(jax.vmap(functools.partial(renderer.render, game)))(states, mover)
         readout_arrays = (ids, mask, states.legal_action_mask, rows)
     expert = jnp.asarray(cfr.equilibrium_table(game.name), jnp.float32) if c.sft.expert == "equilibrium" else None
     sft_tx = optax.chain(
@@ -365,52 +370,155 @@ def _sepo_step(s: Setup, state: TrainState, frozen):
 
     ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
     action, old_logp, a_flat = _flat(traj.action), _flat(traj.logp), _flat(dec_adv)
-    reasoning, r_mask = _flat(traj.reasoning), _flat(traj.reasoning_mask)
     weight = (_flat(traj.valid) & jnp.repeat(trains, traj.valid.shape[1])).astype(jnp.float32)
-    # the update runs over `grpo.microbatches` strided slices of the decisions (each spread over every
-    # device), gradients summed: memory of one slice, the same loss
-    micro = _microbatches(s, c.grpo.microbatches)
-    inputs = micro((ids, mask, legal, action, reasoning, r_mask))
-    ref_logp, _, tokens = jax.lax.map(lambda x: policy.response(state.ref_params, frozen, *x), inputs)
-    ref_logp = jax.lax.stop_gradient(ref_logp)
-    weight = micro(weight)
-    if c.grpo.aggregation == "token_mean":
-        weight = weight * tokens
-    count = jnp.maximum(weight.sum(), 1.0)
-
-    def loss_fn(p, x):
-        (inp, old, ref, a, w) = x
-        logp, logp_all, _ = policy.response(p, frozen, *inp)
-        terms = grpo.policy_loss(logp, old, ref, a, w, clip_eps=c.grpo.clip_eps, clip_eps_high=c.grpo.clip_eps_high,
-                                 beta=c.grpo.beta, kl=c.grpo.kl)
-        terms["entropy"] = (grpo.entropy(jnp.exp(logp_all), inp[2]) * w).sum()
-        return terms["loss"] / count, terms
-
-    def accumulate(p, carry, x):
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x)
-        return jax.tree.map(jnp.add, carry, (loss, terms, grads)), None
-
-    def value_and_grad(p):
-        shapes = jax.eval_shape(lambda: (*loss_fn(p, jax.tree.map(lambda x: x[0], xs)), p))
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-        return jax.lax.scan(functools.partial(accumulate, p), zeros, xs)[0]
-
-    xs = (inputs, micro(old_logp), ref_logp, micro(a_flat), weight)
+    if _shares_prompts(c):
+        update = _shared_update(s, frozen, ids, mask, legal, action, weight)
+    else:
+        update = _member_update(s, frozen, ids, mask, legal, action, _flat(traj.reasoning), _flat(traj.reasoning_mask),
+                                weight)
+    value_and_grad, weight, count, scored = update(state.ref_params, old_logp, a_flat)
     opt, skipped = state.rl_opt, state.skipped
     for _ in range(c.grpo.ppo_epochs):
         loss, terms, grads = value_and_grad(params)
         params, opt, finite = _apply(s.rl_tx, grads, opt, params, loss)
         skipped = skipped + (~finite)
-    weight, a_flat = weight.reshape(-1), micro(a_flat).reshape(-1)
     metrics.update(_episode_metrics(traj, pool, jnp.asarray(lay.opponent), s.lam, game))
     metrics.update(
         loss=loss, kl=terms["kl"] / count, clip_fraction=terms["clip_fraction"] / count, entropy=terms["entropy"] / count,
         zero_variance_groups=zero_var, advantage_mean=jnp.where(weight > 0, a_flat, 0).sum() / count,
         advantage_std=jnp.sqrt(jnp.where(weight > 0, a_flat**2, 0).sum() / count), nonfinite_updates=skipped,
-        unfinished_episodes=(~traj.finished).sum(),
+        unfinished_episodes=(~traj.finished).sum(), update_rows=scored,
     )
     new = state.replace(key=key, params=params, rl_opt=opt, step=state.step + 1, skipped=skipped)
     return new, metrics
+
+
+def _shares_prompts(c) -> bool:
+    return bool(c.grpo.share_prompts) and not c.rollout.reasoning_budget
+
+
+def _loss_terms(c, logp, logp_all, legal, old, ref, adv, w, count):
+    terms = grpo.policy_loss(logp, old, ref, adv, w, clip_eps=c.grpo.clip_eps, clip_eps_high=c.grpo.clip_eps_high,
+                             beta=c.grpo.beta, kl=c.grpo.kl)
+    terms["entropy"] = (grpo.entropy(jnp.exp(logp_all), legal) * w).sum()
+    return terms["loss"] / count, terms
+
+
+def _summed_value_and_grad(loss_fn, xs):
+    """`p -> (loss, terms, grads)` summed over the leading axis of `xs` by one `lax.scan` (memory of one slice)."""
+    def value_and_grad(p):
+        def accumulate(carry, x):
+            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x)
+            return jax.tree.map(jnp.add, carry, (loss, terms, grads)), None
+
+        shapes = jax.eval_shape(lambda: (*loss_fn(p, jax.tree.map(lambda x: x[0], xs)), p))
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        return jax.lax.scan(accumulate, zeros, xs)[0]
+
+    return value_and_grad
+
+
+def _member_update(s: Setup, frozen, ids, mask, legal, action, reasoning, r_mask, weight):
+    """The update scoring every decision slot's response (prompt, reasoning, action) on its own, over
+    `grpo.microbatches` strided slices of the decisions (each spread over every device).
+    `update(ref_params, old_logp, adv) -> (value_and_grad, weight [N], count, rows scored)`."""
+    c, policy = s.c, s.policy
+    micro = _microbatches(s, c.grpo.microbatches)
+    inputs = micro((ids, mask, legal, action, reasoning, r_mask))
+
+    def update(ref_params, old_logp, adv):
+        ref_logp, _, tokens = jax.lax.map(lambda x: policy.response(ref_params, frozen, *x), inputs)
+        w = micro(weight) * (tokens if c.grpo.aggregation == "token_mean" else 1.0)
+        count = jnp.maximum(w.sum(), 1.0)
+
+        def loss_fn(p, x):
+            inp, old, ref, a, wx = x
+            logp, logp_all, _ = policy.response(p, frozen, *inp)
+            return _loss_terms(c, logp, logp_all, inp[2], old, jax.lax.stop_gradient(ref), a, wx, count)
+
+        xs = (inputs, micro(old_logp), ref_logp, micro(adv), w)
+        return _summed_value_and_grad(loss_fn, xs), jnp.swapaxes(w, 0, 1).reshape(-1), count, ids.shape[0]
+
+    return update
+
+
+def _distinct_rows(ids, mask, legal, valid, capacity: int):
+    """The distinct (prompt, legal actions) rows of N decisions, sorted, in `capacity` >= N slots (unused
+    slots fully masked): (ids, mask, legal) [capacity, ...], each decision's row [N] and the row count.
+    Padding decision slots (not `valid`) all map to one row."""
+    n = ids.shape[0]
+    key = jnp.concatenate([jnp.where(mask, ids, -1), legal.astype(jnp.int32)], axis=1)
+    key = jnp.where(valid[:, None], key, -2)
+    order = jnp.lexsort(key.T[::-1])
+    sorted_key = key[order]
+    new = jnp.concatenate([jnp.ones(1, bool), (sorted_key[1:] != sorted_key[:-1]).any(1)])
+    row = jnp.cumsum(new) - 1
+    inverse = jnp.zeros(n, jnp.int32).at[order].set(row)
+    first = jnp.full(capacity, n - 1, jnp.int32).at[row].min(order)  # one member per row (all are equal)
+    used = jnp.arange(capacity) <= row[-1]
+    return (ids[first], mask[first] & used[:, None], jnp.where(used[:, None], legal[first], True)), inverse, row[-1] + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Sharing:
+    """Scoring each distinct decision prompt once: the distinct rows of a batch come first, in `passes`
+    passes of rows spread over the mesh's batch devices; passes holding no distinct row are skipped at
+    run time (`lax.cond`), so the cost follows the number of distinct prompts, not of decisions."""
+
+    passes: int
+    mesh: Any
+
+    def rows(self, ids, mask, legal, valid):
+        """(rows (ids, mask, legal) [passes, R, ...], each decision's row [N], R, first row of each pass,
+        which passes hold a distinct row)."""
+        devices = parallel.batch_devices(self.mesh)
+        per_pass = -(-ids.shape[0] // (self.passes * devices)) * devices
+        rows, inverse, count = _distinct_rows(ids, mask, legal, valid, self.passes * per_pass)
+        spec = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, parallel.BATCH))
+        rows = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+            x.reshape(self.passes, per_pass, *x.shape[1:]), spec), rows)
+        start = jnp.arange(self.passes) * per_pass
+        return rows, inverse, per_pass, start, start < count
+
+    def log_probs(self, score, ids, mask, legal, valid=None):
+        """`score(ids, mask, legal) -> [n, A]` of every one of N decisions, each distinct row scored once."""
+        valid = jnp.ones(ids.shape[0], bool) if valid is None else valid
+        rows, inverse, _, _, live = self.rows(ids, mask, legal, valid)
+        skip = lambda r: jnp.zeros(r[2].shape, jnp.float32)  # noqa: E731
+        out = jax.lax.map(lambda x: jax.lax.cond(x[1], lambda r: score(*r), skip, x[0]), (rows, live))
+        return out.reshape(-1, legal.shape[1])[inverse]
+
+
+def _shared_update(s: Setup, frozen, ids, mask, legal, action, weight):
+    """The update with each distinct decision prompt scored once (`Sharing`): decisions with the same
+    prompt and legal actions share one row's action log-probs, their gradients adding up through the
+    gather. `update(ref_params, old_logp, adv) -> (value_and_grad, weight [N], count, rows scored)`."""
+    c, policy, share = s.c, s.policy, s.policy.share
+    rows, inverse, per_pass, start, live = share.rows(ids, mask, legal, weight > 0)
+    tokens = policy.renderer.action_len[action]
+    w = weight * (tokens if c.grpo.aggregation == "token_mean" else 1.0)
+    count = jnp.maximum(w.sum(), 1.0)
+
+    def update(ref_params, old_logp, adv):
+        ref_all = share.log_probs(functools.partial(policy.log_probs, ref_params, frozen), ids, mask, legal, weight > 0)
+        ref_logp = jax.lax.stop_gradient(jnp.take_along_axis(ref_all, action[:, None], 1)[:, 0])
+
+        def loss_fn(p, x):
+            rows_x, first, on = x
+            local = inverse - first
+            mine = (local >= 0) & (local < per_pass)
+
+            def terms(p):
+                logp_all = policy.log_probs(p, frozen, *rows_x)[jnp.clip(local, 0, per_pass - 1)]
+                logp = jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0]
+                return _loss_terms(c, logp, logp_all, legal, old_logp, ref_logp, adv, w * mine, count)
+
+            zero = jax.eval_shape(terms, p)
+            return jax.lax.cond(on, terms, lambda p: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zero), p)
+
+        return _summed_value_and_grad(loss_fn, (rows, start, live)), w, count, inverse.max() + 1
+
+    return update
 
 
 def _microbatches(s: Setup, m: int):
