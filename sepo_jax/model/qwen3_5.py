@@ -295,7 +295,8 @@ def masked_causal_conv(x, mask, conv_state, weight):
   valid = jnp.concatenate([jnp.ones((b, width - 1), bool), mask], axis=1)
   rank_all = jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
   dest = jnp.where(valid, rank_all, full.shape[1])  # unmasked first, in order; masked dropped
-  compact = jnp.zeros_like(full).at[jnp.arange(b)[:, None], dest].set(full, mode="drop")
+  # per row under vmap: a scatter indexed by arange(B) loses the batch sharding and replicates the batch
+  compact = jax.vmap(lambda f, d: jnp.zeros_like(f).at[d].set(f, mode="drop"))(full, dest)
   count = valid.sum(axis=1, dtype=jnp.int32)
   w = weight.astype(x.dtype)
   out_c = sum(compact[:, j:j + t] * w[:, j] for j in range(width))  # out_c[i]: conv ending at compact[i+K-1]
