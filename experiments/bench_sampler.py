@@ -3,8 +3,8 @@
     python experiments/bench_sampler.py [--quick] [--skip-smollm2] [--skip-families]
 
 Models: the embedded default (fresh weights: speed does not depend on training), small random Qwen 3.5
-(gated DeltaNet hybrid: 3 recurrent layers, 1 attention layer) and Gemma 4 (5 sliding + 1 global layers,
-the last 2 sharing KV, per-layer inputs) decoders of the embedded model's width, and, when
+(gated DeltaNet hybrid: 3 recurrent layers, 1 attention layer) and Gemma 4 (2 sliding + 1 global layers,
+twice, the last 3 sharing the KV of the first 3, per-layer inputs) decoders of the embedded model's width, and, when
 ``sepo_jax.model.load("smollm2-135m")`` works, SmolLM2-135M-Instruct. Prompts are random token ids,
 left-padded to P; no eos, so every row generates the full N tokens. Times are the median of ``--reps``
 runs after a compile run, float32, jitted. Each section is a function ``(models, args) -> (title,
@@ -208,8 +208,8 @@ FAMILIES = {
                           tie_word_embeddings=True),
     "gemma4-small": dict(model_type="gemma4_text", hidden_size=256, intermediate_size=768, num_hidden_layers=6,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=64, global_head_dim=128,
-                         sliding_window=64, num_kv_shared_layers=2, hidden_size_per_layer_input=64,
-                         layer_types=["sliding_attention"] * 5 + ["full_attention"], tie_word_embeddings=True),
+                         sliding_window=64, num_kv_shared_layers=3, hidden_size_per_layer_input=64,
+                         layer_types=(["sliding_attention"] * 2 + ["full_attention"]) * 2, tie_word_embeddings=True),
 }
 
 
