@@ -16,10 +16,10 @@ pytest.importorskip("transformers.models.gemma4")
 from sepo_jax.games import template_texts  # noqa: E402
 from sepo_jax.model import apply_lora, load  # noqa: E402
 from sepo_jax.model import gemma4  # noqa: E402
-from sepo_jax.model.sampler import _action_scores, action_log_probs, generate, prefill  # noqa: E402
+from sepo_jax.model.sampler import _action_scores, action_log_probs, prefill  # noqa: E402
 from sepo_jax.model.tokenizer import embedded_tokenizer  # noqa: E402
 from sepo_jax.model.weights import config_from_hf, name_table, save_hf  # noqa: E402
-from hf_oracle import left_padded_batch, torch_logits  # noqa: E402
+from hf_oracle import assert_greedy_matches, left_padded_batch, torch_logits  # noqa: E402
 
 S, F = "sliding_attention", "full_attention"
 COMMON = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
@@ -146,12 +146,7 @@ def test_greedy_decoding_matches_transformers_generate(tiny, tok):
     model, theirs_model, _ = tiny
     ids, mask = left_padded_batch(tok.vocab_size, np.random.default_rng(2))
     steps = 5
-    gen = nnx.jit(generate, static_argnames=("max_new_tokens", "temperature"))(
-        model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), max_new_tokens=steps, temperature=0.0)
-    with torch.no_grad():
-        hf = theirs_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
-                                   max_new_tokens=steps, do_sample=False, pad_token_id=0)
-    np.testing.assert_array_equal(np.asarray(gen.tokens), hf[:, ids.shape[1]:].numpy())
+    assert_greedy_matches(model, theirs_model, ids, mask, steps)
 
 
 def test_cached_decoding_and_tree_branches_equal_the_full_forward(tiny, tok):

@@ -2,21 +2,18 @@
 written by transformers, loaded by `sepo_jax.model.load`, must give the same logits (also left-padded) and
 the same greedy tokens; saved back by `save_hf`, transformers must load them and give the same logits."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from sepo_jax.games import template_texts  # noqa: E402
 from sepo_jax.model import load  # noqa: E402
-from sepo_jax.model.sampler import generate  # noqa: E402
 from sepo_jax.model.tokenizer import embedded_tokenizer  # noqa: E402
 from sepo_jax.model.weights import save_hf  # noqa: E402
-from hf_oracle import left_padded_batch, torch_logits  # noqa: E402
+from hf_oracle import assert_greedy_matches, left_padded_batch, torch_logits  # noqa: E402
 
 SIZES = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
@@ -74,12 +71,7 @@ def test_logits_and_greedy_tokens_match_transformers(family, tok, tmp_path):
     np.testing.assert_allclose(ours[2, 6:], unpadded[0], atol=1e-5, rtol=1e-5)  # left padding is invisible
 
     steps = 4
-    gen = nnx.jit(generate, static_argnames=("max_new_tokens", "temperature"))(
-        model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0), max_new_tokens=steps, temperature=0.0)
-    with torch.no_grad():
-        hf = theirs_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
-                                   max_new_tokens=steps, do_sample=False, pad_token_id=0)
-    np.testing.assert_array_equal(np.asarray(gen.tokens), hf[:, ids.shape[1]:].numpy())
+    assert_greedy_matches(model, theirs_model, ids, mask, steps)
 
     save_hf(model, loaded_tok, tmp_path / "ours")  # and back: transformers reads what we write
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()

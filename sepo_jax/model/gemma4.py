@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .transformer import (MLP, REMAT_POLICIES, Embedding, Linear, RMSNorm, _rope, gathered, lm_logits, param, stacked,
+from .transformer import (MLP, REMAT_POLICIES, DecoderShape, Embedding, Linear, RMSNorm, _rope, gathered, lm_logits, param, stacked,
                           token_positions)
 
 MODEL_TYPES = ("gemma4", "gemma4_text")
@@ -56,16 +56,9 @@ def _items(d: dict | tuple | None) -> tuple:
 
 
 @dataclasses.dataclass(frozen=True)
-class Gemma4Config:
+class Gemma4Config(DecoderShape):
   """Static architecture description (hashable). ``hidden_size_per_layer_input=0``: no per-layer inputs."""
 
-  vocab_size: int
-  hidden_size: int
-  intermediate_size: int
-  num_layers: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
   global_head_dim: int
   num_global_kv_heads: int
   layer_types: tuple[str, ...]

@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sepo_jax.model.transformer import (MLP, REMAT_POLICIES, Embedding, Linear, RMSNorm, _init, _inv_freq, _rope,
+from sepo_jax.model.transformer import (MLP, REMAT_POLICIES, DecoderShape, Embedding, Linear, RMSNorm, _init, _inv_freq, _rope,
                                         gathered, lm_logits, param, stacked, token_positions,
                                         write_kv)
 
@@ -75,16 +75,9 @@ _FIXED = {"hidden_act": "silu", "attention_dropout": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen35Config:
+class Qwen35Config(DecoderShape):
   """Static architecture of a Qwen 3.5 text decoder; hashable (lives in the NNX graph definition)."""
 
-  vocab_size: int
-  hidden_size: int
-  intermediate_size: int
-  num_layers: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
   linear_num_key_heads: int
   linear_num_value_heads: int
   linear_key_head_dim: int

@@ -67,8 +67,8 @@ REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Static architecture description; hashable so it can live in the NNX graph definition."""
+class DecoderShape:
+  """The sizes every family's config has (`ModelConfig`, `Gemma4Config`, `Qwen35Config` extend it)."""
 
   vocab_size: int
   hidden_size: int
@@ -77,6 +77,12 @@ class ModelConfig:
   num_heads: int
   num_kv_heads: int
   head_dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(DecoderShape):
+  """Static architecture description; hashable so it can live in the NNX graph definition."""
+
   family: str = "llama"
   rope_theta: float = 10000.0
   # Rope scaling of the global layers, HF style ({"rope_type": "llama3", "factor": ...}); stored as a

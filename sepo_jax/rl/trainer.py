@@ -484,9 +484,14 @@ class Sharing:
         """`score(ids, mask, legal) -> [n, A]` of every one of N decisions, each distinct row scored once."""
         valid = jnp.ones(ids.shape[0], bool) if valid is None else valid
         rows, inverse, _, _, live = self.rows(ids, mask, legal, valid)
+        return self.score_rows(score, rows, inverse, live)
+
+    @staticmethod
+    def score_rows(score, rows, inverse, live):
+        """`score` of each live pass of `rows` (from `rows()`), read out per decision [N, A]."""
         skip = lambda r: jnp.zeros(r[2].shape, jnp.float32)  # noqa: E731
         out = jax.lax.map(lambda x: jax.lax.cond(x[1], lambda r: score(*r), skip, x[0]), (rows, live))
-        return out.reshape(-1, legal.shape[1])[inverse]
+        return out.reshape(-1, out.shape[-1])[inverse]
 
 
 def _shared_update(s: Setup, frozen, ids, mask, legal, action, weight):
@@ -500,7 +505,7 @@ def _shared_update(s: Setup, frozen, ids, mask, legal, action, weight):
     count = jnp.maximum(w.sum(), 1.0)
 
     def update(ref_params, old_logp, adv):
-        ref_all = share.log_probs(functools.partial(policy.log_probs, ref_params, frozen), ids, mask, legal, weight > 0)
+        ref_all = share.score_rows(functools.partial(policy.log_probs, ref_params, frozen), rows, inverse, live)
         ref_logp = jax.lax.stop_gradient(jnp.take_along_axis(ref_all, action[:, None], 1)[:, 0])
 
         def loss_fn(p, x):
