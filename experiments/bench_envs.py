@@ -133,10 +133,21 @@ def fmt(cell, scale=1):
     return f"{cell * scale:,.0f}" if isinstance(cell, float) else cell
 
 
+def _version(package: str) -> str | None:
+    try:
+        return f"{package} {md.version(package)}"
+    except md.PackageNotFoundError:
+        return None
+
+
 def machine():
+    """The CPU, Python, the installed versions of the main packages, and the JAX backend (with the device's kind)."""
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    vers = ", ".join(f"{p} {md.version(p)}" for p in ("jax", "jaxlib", "pgx", "open_spiel", "numpy"))
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {vers}; backend {jax.default_backend()}"
+    vers = ", ".join(v for v in map(_version, ("jax", "jaxlib", "pgx", "open_spiel", "numpy")) if v)
+    backend = jax.default_backend()
+    if backend != "cpu":
+        backend += f" ({jax.devices()[0].device_kind})"
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {vers}; backend {backend}"
 
 
 def main():
