@@ -7,7 +7,7 @@ from __future__ import annotations
 from .base import STAGE, TREE, Game, Opponent, Prompt, PromptBuilder, State
 from . import play as play_lib
 from .play import opponents_policy, play, play_batch
-from .prompts import PromptRenderer, prompt_structure, render_text
+from .prompts import ChatRenderer, PromptRenderer, prompt_structure, render_text
 
 
 def _registry():

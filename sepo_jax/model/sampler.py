@@ -148,7 +148,8 @@ def _action_scores(model: Decoder, cache: KVCache, last_logits, action_ids, acti
   return scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
 
 
-def _branch_slots(action_ids) -> int:
+def branch_slots(action_ids) -> int:
+  """Free cache slots that scoring every action from a cached row needs."""
   return action_ids.shape[0] * (action_ids.shape[1] - 1)
 
 
@@ -205,6 +206,55 @@ def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action
   return _renormalise(scores, legal_mask)
 
 
+def cached_action_log_probs(model: Decoder, cache: KVCache, last_logits, action_ids, action_len, legal_mask, *,
+                            temperature: float = 1.0) -> jax.Array:
+  """[R, A] legal-action log-probs continuing each cached row (``last_logits`` [R, V] predicted after
+  its last token), renormalised as ``action_log_probs``. The cache needs ``branch_slots(action_ids)`` free
+  slots after its last written one; the branches are not kept in it."""
+  _check_actions(action_ids, action_len, legal_mask, last_logits.shape[0])
+  return _renormalise(_action_scores(model, cache, last_logits, action_ids, action_len, temperature), legal_mask)
+
+
+def conversation_action_log_probs(model: Decoder, ids, mask, ends, action_ids, action_len, legal_mask, *,
+                                  temperature: float = 1.0) -> jax.Array:
+  """[B, D, A] legal-action log-probs at every decision of B conversations, from one forward pass.
+
+  ``ids``/``mask`` [B, L] hold each conversation (holes allowed); decision d's prompt ends at the static
+  index ``ends[d]``, ``legal_mask`` is [B, D, A]. Equal to ``action_log_probs`` of each prefix
+  ``ids[:, :ends[d] + 1]`` on its own. Multi-token actions run as branches appended after the
+  conversation (segment ``1 + d*A + a``, positions continuing decision d's prompt), each seeing the
+  conversation only up to its decision (``shared_until``)."""
+  rows, length = ids.shape
+  num_actions, width = action_ids.shape
+  ends = jnp.asarray(ends, jnp.int32)
+  num = ends.shape[0]
+  if legal_mask.shape != (rows, num, num_actions):
+    raise ValueError(f"legal_mask must be [{rows}, {num}, {num_actions}]; got {legal_mask.shape}")
+  mask = mask.astype(bool)
+  first = jnp.broadcast_to(action_ids[:, 0], (rows, num, num_actions))
+  if width == 1:
+    logits = model(ids, mask, output_positions=ends)
+    return _renormalise(_log_softmax_at(logits[:, :, None, :], first, temperature), legal_mask)
+  if not getattr(model, "tree_attention", True):
+    raise ValueError(f"{type(model).__name__} cannot score multi-token actions of a conversation in one pass "
+                     "(no tree attention); use prompt.format='restated'")
+  steps = jnp.arange(width - 1)
+  shape = (rows, num, num_actions, width - 1)
+  flat = lambda x: jnp.broadcast_to(x, shape).reshape(rows, -1)  # noqa: E731
+  branch_mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
+  positions = jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+  count = positions[:, ends] + 1  # [B, D] tokens up to each decision
+  segments = 1 + jnp.arange(num)[:, None, None] * num_actions + jnp.arange(num_actions)[None, :, None]
+  logits = model(jnp.concatenate([ids, flat(action_ids[:, :-1])], 1), jnp.concatenate([mask, flat(branch_mask)], 1),
+                 positions=jnp.concatenate([positions, flat(count[:, :, None, None] + steps)], 1),
+                 segment_ids=jnp.concatenate([jnp.zeros_like(positions), flat(segments)], 1),
+                 shared_until=jnp.concatenate([positions, flat(count[:, :, None, None] - 1)], 1),
+                 output_positions=jnp.concatenate([ends, length + jnp.arange(num * num_actions * (width - 1))]))
+  scores = _log_softmax_at(logits[:, :num, None, :], first, temperature)
+  lp = _log_softmax_at(logits[:, num:].reshape(*shape, -1), jnp.broadcast_to(action_ids[:, 1:], shape), temperature)
+  return _renormalise(scores + jnp.where(branch_mask, lp, 0.0).sum(-1), legal_mask)
+
+
 def _choose(logprobs_all, key, temperature):
   if temperature == 0:
     action = jnp.argmax(logprobs_all, axis=-1)
@@ -234,7 +284,7 @@ def sample_with_reasoning(model: Decoder, prompt_ids, prompt_mask, action_ids, a
   """k=``budget`` free tokens, then ``suffix_ids[S]`` forced, then the constrained action choice."""
   rows = prompt_ids.shape[0] * group_size
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
-  extra = budget + suffix_ids.shape[0] + _branch_slots(action_ids)
+  extra = budget + suffix_ids.shape[0] + branch_slots(action_ids)
   logits, cache = prefill(model, prompt_ids, prompt_mask, extra, group_size)
   key_reason, key_action = jax.random.split(key)
   reasoning, cache, _ = _decode(model, cache, logits, key_reason, budget, temperature, top_k, top_p, eos_id)
@@ -257,7 +307,7 @@ def score_reasoning(model: Decoder, prompt_ids, prompt_mask, reasoning: jax.Arra
   """
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
   rows, budget = reasoning.shape
-  extra = budget + suffix_ids.shape[0] + _branch_slots(action_ids)
+  extra = budget + suffix_ids.shape[0] + branch_slots(action_ids)
   last, cache = prefill(model, prompt_ids, prompt_mask, extra, group_size)
   chunk = jnp.concatenate([reasoning, jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))], axis=1)
   mask = jnp.concatenate([reasoning_mask.astype(bool), jnp.ones((rows, suffix_ids.shape[0]), bool)], axis=1)

@@ -443,6 +443,24 @@ def token_positions(input_ids, attention_mask, cache, positions):
   return mask, positions
 
 
+def visibility(mask, positions, segment_ids, shared_until, cache):
+  """(allowed [B,T,S]: which key slots each query token attends to, (key positions, validity, segments) [B,S]).
+  A token sees valid slots of its own segment up to its position and shared slots (segment 0) up to
+  ``shared_until`` (its own position by default). With a cache the chunk's slots are written at
+  ``cache.index`` first."""
+  segments = jnp.zeros(mask.shape, jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+  if cache is not None:
+    keys = tuple(jax.lax.dynamic_update_slice(old, new, (0, cache.index))
+                 for old, new in ((cache.pos, positions), (cache.valid, mask), (cache.segment, segments)))
+  else:
+    keys = positions, mask, segments
+  k_pos, k_valid, k_seg = (x[:, None, :] for x in keys)
+  until = positions if shared_until is None else shared_until
+  own = (k_seg == segments[:, :, None]) & (k_pos <= positions[:, :, None])
+  shared = (k_seg == 0) & (k_pos <= until[:, :, None])
+  return k_valid & (own | shared), keys
+
+
 def lm_logits(model, x, last_only: bool, output_positions):
   """float32 logits of a decoder's (``model.norm``, tied ``embed_tokens`` or ``lm_head``) final hidden
   states ``x`` at the chunk indices asked for. The head accumulates in float32 whatever the compute
@@ -484,8 +502,8 @@ class Decoder(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                cache: KVCache | None = None, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, last_only: bool = False,
-               output_positions: jax.Array | None = None):
+               segment_ids: jax.Array | None = None, shared_until: jax.Array | None = None,
+               last_only: bool = False, output_positions: jax.Array | None = None):
     """Returns float32 logits [B,T,V] ([B,1,V] with ``last_only``: prefill skips the LM head elsewhere;
     [B,P,V] at the chunk indices ``output_positions`` [P], the only tokens a scorer needs),
     or ``(logits, cache)`` when a cache is passed.
@@ -493,22 +511,16 @@ class Decoder(nnx.Module):
     ``positions`` [B,T] override ``cache.next_pos + cumsum(mask) - 1``; ``segment_ids`` [B,T] (default 0)
     put tokens on branches: a token attends to shared slots (segment 0) and to its own segment only. With
     both, several continuations of one cached prefix run as one row (tree attention, used to score all
-    actions at once); the cache then ends at the longest branch.
+    actions at once); the cache then ends at the longest branch. ``shared_until`` [B,T] (default: each
+    token's own position) is the last position of the shared slots a token sees: a branch can leave a
+    prefix of a longer shared sequence (every decision of a conversation scored in one row).
     """
-    b, t = input_ids.shape
+    t = input_ids.shape[1]
     c = self.config
     mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
-    segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
-    if use_cache:
-      index = cache.index
-      k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
-      k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-      k_seg = jax.lax.dynamic_update_slice(cache.segment, segments, (0, index))
-    else:
-      k_pos, k_valid, k_seg = positions, mask, segments
-    seen = (k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
-            & ((k_seg[:, None, :] == 0) | (k_seg[:, None, :] == segments[:, :, None])))
+    index = cache.index if use_cache else None
+    seen, (k_pos, k_valid, k_seg) = visibility(mask, positions, segment_ids, shared_until, cache)
     local = None
     if "sliding_attention" in c.layer_types:
       local = seen & (positions[:, :, None] - k_pos[:, None, :] < c.sliding_window)
