@@ -100,8 +100,11 @@ def _conversations(rows=3, turns=4, width=5, seed=0):
     return jnp.asarray(np.where(mask, ids, 0), jnp.int32), jnp.asarray(mask), ends
 
 
+@pytest.mark.parametrize("blocked", [True, False], ids=["block_causal", "dense"])
 @pytest.mark.parametrize("actions", [((3,), (5,), (9,)), ((3,), (5, 7), (5, 8, 9))], ids=["one_token", "up_to_three"])
-def test_one_pass_scoring_equals_scoring_each_decision_prefix(model, actions):
+def test_one_pass_scoring_equals_scoring_each_decision_prefix(model, actions, blocked, monkeypatch):
+    """Both attention paths: block-causal (the transformer family) and dense (models without `query_blocks`)."""
+    monkeypatch.setattr(Decoder, "query_blocks", blocked)
     width = max(len(a) for a in actions)
     action_ids = jnp.asarray([list(a) + [0] * (width - len(a)) for a in actions], jnp.int32)
     action_len = jnp.asarray([len(a) for a in actions], jnp.int32)
@@ -127,7 +130,7 @@ def test_turn_by_turn_cache_scoring_equals_one_pass(model):
 
     @nnx.jit
     def by_turns(m, ids, mask):
-        cache = m.init_cache(ids.shape[0], ids.shape[1] + sampler.branch_slots(action_ids))
+        cache = m.init_cache(ids.shape[0], ids.shape[1] + sampler.branch_slots(action_ids, action_len))
         out = []
         for d in range(len(ends)):
             lo = 0 if d == 0 else ends[d - 1] + 1

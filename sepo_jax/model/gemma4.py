@@ -397,14 +397,14 @@ class Gemma4(nnx.Module):
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                cache: Gemma4Cache | None = None, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None, shared_until: jax.Array | None = None,
-               last_only: bool = False, output_positions: jax.Array | None = None):
+               segment_tree=None, last_only: bool = False, output_positions: jax.Array | None = None):
     """As ``transformer.Decoder.__call__``."""
     b, t = input_ids.shape
     c = self.config
     mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
     index = cache.index if use_cache else None
-    seen, (k_pos, k_valid, k_seg) = visibility(mask, positions, segment_ids, shared_until, cache)
+    seen, (k_pos, k_valid, k_seg) = visibility(mask, positions, segment_ids, shared_until, cache, segment_tree)
     allowed = {"full_attention": seen,
                "sliding_attention": seen & (positions[:, :, None] - k_pos[:, None, :] < c.sliding_window)}
     freqs = {kind: jnp.asarray(c.inv_freq(kind)) for kind in set(c.layer_types)}

@@ -147,7 +147,7 @@ class Policy:
         model, r = self._model(params, frozen), self.renderer
 
         def start(num, length):
-            return model.init_cache(num, length + sampler.branch_slots(r.action_ids))
+            return model.init_cache(num, length + sampler.branch_slots(r.action_ids, r.action_len))
 
         def act(cache, ids, mask, legal, states, key):
             logits, cache = model(ids, mask, cache=cache, last_only=True)
