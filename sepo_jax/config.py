@@ -100,6 +100,12 @@ def default_config(game: str) -> ml_collections.ConfigDict:
         c.rollout.groups_per_opponent = 1
         c.sft.episodes = 32
         c.grpo.learning_rate = 1e-5  # 1e-4 let noisy group advantages walk the policy off equilibrium
+    elif game == "leduc":  # one hand: the warm start teaches every information set's prompt each step
+        c.compact_prompt = True
+        c.sft.steps = 100
+    else:  # repeated games: restated prompts grow with the history (O(rounds^2) tokens per episode)
+        c.prompt.format = "conversation"
+        c.sft.steps, c.sft.episodes = 100, 32
     return c
 
 
@@ -118,6 +124,7 @@ def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
     if mode not in ABLATION_MODES:
         raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
     c = default_config(game)
+    c.prompt.format = "restated"  # the published ablation results were made with it
     c.sft.expert = "demonstrators"
     c.grpo.learning_rate = 1e-3
     if game == "kuhn":
