@@ -106,6 +106,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     else:  # repeated games: restated prompts grow with the history (O(rounds^2) tokens per episode)
         c.prompt.format = "conversation"
         c.sft.steps, c.sft.episodes = 100, 32
+        c.rollout.groups_per_opponent = 1 if game != "negotiation_v1" else 2
     return c
 
 

@@ -64,6 +64,6 @@ def template_texts() -> list[str]:
 
 
 __all__ = [
-    "GAMES", "STAGE", "TREE", "Game", "has_exact_solver", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy", "play_lib",
+    "GAMES", "STAGE", "TREE", "ChatRenderer", "Game", "has_exact_solver", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy", "play_lib",
     "play", "play_batch", "prompt_structure", "render_text", "template_texts", "to_pgx",
 ]
