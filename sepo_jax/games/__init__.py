@@ -7,7 +7,7 @@ from __future__ import annotations
 from .base import STAGE, TREE, Game, Opponent, Prompt, PromptBuilder, State
 from . import play as play_lib
 from .play import opponents_policy, play, play_batch
-from .prompts import PromptRenderer, prompt_structure, render_text
+from .prompts import ChatRenderer, PromptRenderer, prompt_structure, render_text
 
 
 def _registry():
@@ -64,6 +64,6 @@ def template_texts() -> list[str]:
 
 
 __all__ = [
-    "GAMES", "STAGE", "TREE", "Game", "has_exact_solver", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy", "play_lib",
+    "GAMES", "STAGE", "TREE", "ChatRenderer", "Game", "has_exact_solver", "Opponent", "Prompt", "PromptBuilder", "PromptRenderer", "State", "make", "opponents_policy", "play_lib",
     "play", "play_batch", "prompt_structure", "render_text", "template_texts", "to_pgx",
 ]

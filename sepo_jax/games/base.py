@@ -99,6 +99,7 @@ class Game:
     opponents: tuple[Opponent, ...]
     pools: Mapping[str, tuple[str, ...]]
     demonstrators: Mapping[str, float] = {}  # SFT expert mixture: opponent name -> weight
+    rows_per_turn: int = 1  # history rows that can appear between two decisions of one seat (conversations)
 
     # ---- rules -------------------------------------------------------------------------------
     @property
@@ -197,20 +198,44 @@ def illegal_to_noop(game_step):
 # ---- prompts as templates -----------------------------------------------------------------------
 
 
+INTRO, STATE = -2, -1  # prompt parts besides history rows (row i is part i >= 0)
+
+
 @struct.dataclass
 class Prompt:
-    """A prompt as slots: slot k shows text `groups[k][values[k]]`, or nothing when values[k] < 0."""
+    """A prompt as slots: slot k shows text `groups[k][values[k]]`, or nothing when values[k] < 0.
+
+    `parts[k]` says what slot k belongs to: `INTRO` (the rules, said once at the start of a
+    conversation), history row i >= 0 (a finished round or hand, said once, in the first turn after
+    it appears) or `STATE` (what the player knows now, said at every decision). The restated prompt
+    shows every part; `sepo_jax.games.prompts.ChatRenderer` builds a conversation's turns from them."""
 
     values: Array  # int32 [num_slots]
     groups: tuple[tuple[str, ...], ...] = struct.field(pytree_node=False)
+    parts: tuple[int, ...] = struct.field(pytree_node=False, default=())
 
 
 class PromptBuilder:
-    """Builds a `Prompt` at trace time: fixed text and choices from static groups of text."""
+    """Builds a `Prompt` at trace time: fixed text and choices from static groups of text. Slots
+    belong to the part last set by `intro()`, `row(i)` or `state()` (`STATE` at first)."""
 
     def __init__(self):
         self._values: list[Array] = []
         self._groups: list[tuple[str, ...]] = []
+        self._parts: list[int] = []
+        self._part = STATE
+
+    def intro(self) -> "PromptBuilder":
+        self._part = INTRO
+        return self
+
+    def row(self, i: int) -> "PromptBuilder":
+        self._part = i
+        return self
+
+    def state(self) -> "PromptBuilder":
+        self._part = STATE
+        return self
 
     def text(self, s: str, when: Array | bool = True) -> "PromptBuilder":
         return self.pick((s,), 0, when)
@@ -218,13 +243,14 @@ class PromptBuilder:
     def pick(self, group: Sequence[str], index: Array | int, when: Array | bool = True) -> "PromptBuilder":
         self._groups.append(tuple(group))
         self._values.append(jnp.where(when, jnp.asarray(index, jnp.int32), -1))
+        self._parts.append(self._part)
         return self
 
     def number(self, value: Array | int, when: Array | bool = True) -> "PromptBuilder":
         return self.pick(NUMBERS, jnp.asarray(value, jnp.int32) - NUMBER_MIN, when)
 
     def build(self) -> Prompt:
-        return Prompt(values=jnp.stack(self._values), groups=tuple(self._groups))
+        return Prompt(values=jnp.stack(self._values), groups=tuple(self._groups), parts=tuple(self._parts))
 
 
 NUMBER_MIN, NUMBER_MAX = -99, 99
@@ -298,15 +324,16 @@ class SimultaneousGame(Game):
     def prompt(self, state: State, player: Array) -> Prompt:
         own, opp = self.seat_view(state, player)
         played, pay = self.played(state), state.payoffs.astype(jnp.int32)
-        b = PromptBuilder().text(self.rules)
+        b = PromptBuilder().intro().text(self.rules).state()
         b.text("\nRound ").number(state.round + 1).text(f" of {self.num_rounds}.")
         self.prompt_state(b, state, player)
         b.text("\nNo rounds played yet.", ~played[0])
         for i in range(self.num_rounds - 1):
             w = played[i]
-            b.text(f"\nRound {i + 1}: ", w)
+            b.row(i).text(f"\nRound {i + 1}: ", w)
             self.prompt_round(b, state, player, i, own[i], opp[i], w)
             b.text("; points ", w).number(pay[i, player], w).text(" and ", w).number(pay[i, 1 - player], w).text(".", w)
+        b.state()
         total = jnp.where(played[:, None], pay, 0).sum(0)
         b.text("\nScore: you ").pick(SCORES, total[player] - SCORE_MIN)
         b.text(", opponent ").pick(SCORES, total[1 - player] - SCORE_MIN).text(".")

@@ -290,7 +290,7 @@ class Kuhn(Game):
 
     def _rules_and_history(self, b: PromptBuilder, state: KuhnState, player) -> None:
         hand, cards, actions = state.round, state.cards, state.actions
-        b.text(
+        b.intro().text(
             "You are playing Kuhn poker against one opponent, "
             f"{self.num_rounds} hands in all. The deck is Jack < Queen < King. Each hand both players "
             f"ante {_chips(self.ante)} and get one card. The first to act may PASS (check) or BET {_chips(self.bet)}. Facing a "
@@ -301,7 +301,7 @@ class Kuhn(Game):
         for h in range(self.num_rounds - 1):
             show = played[h]
             first = h % 2
-            b.text(f"Hand {h + 1}: you held ", show).pick(CARD_NAMES, cards[h, player], show)
+            b.row(h).text(f"Hand {h + 1}: you held ", show).pick(CARD_NAMES, cards[h, player], show)
             for m in range(3):
                 a = actions[h, m]
                 mover_is_you = ((first + m) % 2) == player
@@ -312,6 +312,7 @@ class Kuhn(Game):
             b.text("; you won ", show & (state.payoffs[h, player] >= 0))
             b.text("; you lost ", show & (state.payoffs[h, player] < 0))
             b.number(jnp.abs(state.payoffs[h, player]).astype(jnp.int32), show).text(".\n", show)
+        b.state()
 
 
 _VERBS = ("checked", "bet", "folded", "called")

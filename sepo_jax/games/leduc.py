@@ -184,14 +184,14 @@ class Leduc(Game):
     def prompt(self, state: LeducState, player) -> "Prompt":
         hand = state.round
         cards = state.cards[hand]
-        b = PromptBuilder()
+        b = PromptBuilder().intro()
         b.text(
             "" if self.compact_prompt else "You are playing Leduc hold'em against one opponent. The deck has two Jacks, two Queens "
             "and two Kings. Both players ante 1 chip and get one private card. In each of two betting "
             "rounds you may FOLD (only when facing a raise), CALL (check or match) or RAISE (2 chips "
             "in round 1, 4 in round 2; at most two raises per round). After round 1 a public card is "
             "shown. At showdown a pair with the public card wins, else the higher card; equal cards split.\n"
-        )
+        ).state()
         if self.num_rounds > 1:
             b.text("Hand ").number(hand + 1).text(" of ").number(self.num_rounds).text("; your total so far: ")
             b.number(state.payoffs[:, player].sum().astype(jnp.int32)).text(" chips.\n")

@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from .transformer import (MLP, REMAT_POLICIES, DecoderShape, Embedding, Linear, RMSNorm, _rope, gathered, lm_logits, param, stacked,
-                          token_positions)
+                          token_positions, visibility)
 
 MODEL_TYPES = ("gemma4", "gemma4_text")
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -396,23 +396,15 @@ class Gemma4(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                cache: Gemma4Cache | None = None, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, last_only: bool = False,
-               output_positions: jax.Array | None = None):
+               segment_ids: jax.Array | None = None, shared_until: jax.Array | None = None,
+               segment_tree=None, last_only: bool = False, output_positions: jax.Array | None = None):
     """As ``transformer.Decoder.__call__``."""
     b, t = input_ids.shape
     c = self.config
     mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
-    segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     index = cache.index if use_cache else None
-    if use_cache:
-      k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
-      k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-      k_seg = jax.lax.dynamic_update_slice(cache.segment, segments, (0, index))
-    else:
-      k_pos, k_valid, k_seg = positions, mask, segments
-    seen = (k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
-            & ((k_seg[:, None, :] == 0) | (k_seg[:, None, :] == segments[:, :, None])))
+    seen, (k_pos, k_valid, k_seg) = visibility(mask, positions, segment_ids, shared_until, cache, segment_tree)
     allowed = {"full_attention": seen,
                "sliding_attention": seen & (positions[:, :, None] - k_pos[:, None, :] < c.sliding_window)}
     freqs = {kind: jnp.asarray(c.inv_freq(kind)) for kind in set(c.layer_types)}

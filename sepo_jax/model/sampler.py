@@ -24,9 +24,12 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sepo_jax.model.transformer import Decoder, KVCache
@@ -118,38 +121,100 @@ def generate(model: Decoder, prompt_ids, prompt_mask, key, *, max_new_tokens: in
   return _decode(model, cache, logits, key, max_new_tokens, temperature, top_k, top_p, eos_id)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Branches:
+  """The action continuations as a prefix tree: node n stands for one distinct prefix t_0..t_k (k <= L-2)
+  of the actions' tokens and holds its last token t_k at depth k, so actions that begin alike share
+  their branch tokens (125 three-token demands of negotiation v2: 30 nodes instead of 250). With traced
+  ``action_ids`` (no values to compare) every action keeps its own chain of nodes."""
+
+  tokens: jax.Array  # [N] token of each node
+  valid: jax.Array  # [N] the node is a real prefix (chains of short actions are padded)
+  depth: np.ndarray  # [N]
+  sees: np.ndarray  # [N+1, N+1] segment n+1 (node n) sees segment m+1 iff node m is n or an ancestor
+  node: np.ndarray  # [A, L-1] node whose output predicts token j+1 of action a
+  mask: jax.Array  # [A, L-1] token j+1 exists
+
+
+def _branches(action_ids, action_len) -> _Branches:
+  num_actions, width = action_ids.shape
+  steps = np.arange(width - 1)
+  try:
+    ids, lens = np.asarray(action_ids), np.asarray(action_len)
+  except jax.errors.TracerArrayConversionError:  # traced: one chain per action
+    n = num_actions * (width - 1)
+    sees = np.zeros((n + 1, n + 1), bool)
+    chain = np.arange(1, n + 1).reshape(num_actions, width - 1)
+    sees[chain[:, :, None], chain[:, None, :]] = steps[:, None] >= steps[None, :]
+    mask = jnp.asarray(steps)[None, :] < action_len[:, None] - 1
+    return _Branches(action_ids[:, :-1].reshape(-1), mask.reshape(-1), np.tile(steps, num_actions), sees,
+                     chain - 1, mask)
+  index, tokens, depth, parent = {}, [], [], []
+  node = np.zeros((num_actions, width - 1), np.int32)
+  for a in range(num_actions):
+    for j in range(int(lens[a]) - 1):
+      key = tuple(ids[a, : j + 1])
+      if key not in index:
+        index[key] = len(tokens)
+        tokens.append(ids[a, j]), depth.append(j), parent.append(index[key[:-1]] if j else -1)
+      node[a, j] = index[key]
+  sees = np.zeros((len(tokens) + 1, len(tokens) + 1), bool)
+  for n in range(len(tokens)):
+    m = n
+    while m >= 0:
+      sees[n + 1, m + 1] = True
+      m = parent[m]
+  mask = steps[None, :] < lens[:, None] - 1
+  return _Branches(jnp.asarray(tokens, jnp.int32).reshape(-1), jnp.ones(len(tokens), bool),
+                   np.asarray(depth, np.int32).reshape(-1), sees, node, jnp.asarray(mask))
+
+
+def _branch_scores(node_logits, first_logits, action_ids, branches: _Branches, temperature):
+  """[..., A] summed token log-probs of every action: its first token from ``first_logits`` [..., V], each
+  later token from its prefix node's logits ``node_logits`` [..., N, V]."""
+  shape = first_logits.shape[:-1] + (action_ids.shape[0],)
+  scores = _log_softmax_at(first_logits[..., None, :], jnp.broadcast_to(action_ids[:, 0], shape), temperature)
+  if action_ids.shape[1] == 1:
+    return scores
+  logits = node_logits / (temperature if temperature > 0 else 1.0)
+  lse = jax.nn.logsumexp(logits, axis=-1)  # [..., N]
+  picked = logits[..., branches.node, action_ids[:, 1:]] - lse[..., branches.node]  # [..., A, L-1]
+  return scores + jnp.where(branches.mask, picked, 0.0).sum(-1)
+
+
 def _action_scores(model: Decoder, cache: KVCache, last_logits, action_ids, action_len, temperature):
   """[R, A] summed token log-probs of every action continuing each cached row.
 
-  All A continuations run in one row as branches of the cached prefix (tree attention: action a's tokens
-  are segment a+1 and sit at positions next_pos + j), so the cache needs A*(L-1) free slots, not A copies.
+  All continuations run in one row as a prefix tree of branches of the cached prefix (tree attention:
+  node n is segment n+1 at position next_pos + its depth), so the cache needs ``branch_slots`` free
+  slots, not A copies.
   """
   num_actions, length = action_ids.shape
   rows = last_logits.shape[0]
-  scores = _log_softmax_at(last_logits[:, None, :], jnp.broadcast_to(action_ids[:, 0], (rows, num_actions)),
-                           temperature)
   if length == 1:
-    return scores
-  steps = jnp.arange(length - 1)
-  flat = lambda x: jnp.broadcast_to(x.reshape(-1), (rows, x.size))
-  mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
+    return _branch_scores(None, last_logits, action_ids, None, temperature)
   if not getattr(model, "tree_attention", True):  # recurrent layers (qwen3_5): one row per action instead
+    mask = jnp.arange(length - 1)[None, :] < action_len[:, None] - 1
     logits, _ = model(jnp.tile(action_ids[:, :-1], (rows, 1)), jnp.tile(mask, (rows, 1)),
                       cache=cache.repeat(num_actions))
     logits = logits.reshape(rows, num_actions, length - 1, -1)
     lp = _log_softmax_at(logits, jnp.broadcast_to(action_ids[:, 1:], (rows, num_actions, length - 1)), temperature)
+    scores = _log_softmax_at(last_logits[:, None, :], jnp.broadcast_to(action_ids[:, 0], (rows, num_actions)),
+                             temperature)
     return scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
-  segments = jnp.broadcast_to(jnp.arange(1, num_actions + 1)[:, None], mask.shape)
-  positions = cache.next_pos[:, None] + flat(jnp.broadcast_to(steps, mask.shape))
-  logits, _ = model(flat(action_ids[:, :-1]), flat(mask), cache=cache, positions=positions,
-                    segment_ids=flat(segments))
-  logits = logits.reshape(rows, num_actions, length - 1, -1)
-  lp = _log_softmax_at(logits, jnp.broadcast_to(action_ids[:, 1:], (rows, num_actions, length - 1)), temperature)
-  return scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
+  b = _branches(action_ids, action_len)
+  flat = lambda x: jnp.broadcast_to(x, (rows,) + x.shape)  # noqa: E731
+  logits, _ = model(flat(b.tokens), flat(b.valid), cache=cache, positions=cache.next_pos[:, None] + b.depth,
+                    segment_ids=flat(jnp.arange(1, len(b.depth) + 1)), segment_tree=b.sees)
+  return _branch_scores(logits, last_logits, action_ids, b, temperature)
 
 
-def _branch_slots(action_ids) -> int:
-  return action_ids.shape[0] * (action_ids.shape[1] - 1)
+def branch_slots(action_ids, action_len=None) -> int:
+  """Free cache slots that scoring every action from a cached row needs (an upper bound without
+  ``action_len``)."""
+  if action_len is None:
+    return action_ids.shape[0] * (action_ids.shape[1] - 1)
+  return len(_branches(action_ids, action_len).depth)
 
 
 def _renormalise(scores, legal_mask):
@@ -175,9 +240,8 @@ def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
   rows, length = prompt_ids.shape
   num_actions, width = action_ids.shape
-  steps = jnp.arange(width - 1)
   branch = lambda x: jnp.broadcast_to(x.reshape(-1), (rows, x.size))  # noqa: E731
-  mask = steps[None, :] < action_len[:, None] - 1  # [A, L-1]
+  mask = jnp.arange(width - 1)[None, :] < action_len[:, None] - 1  # [A, L-1]
   prompt_mask = prompt_mask.astype(bool)
   if not getattr(model, "tree_attention", True):  # recurrent layers (qwen3_5): the prompt once per action
     ids = jnp.concatenate([jnp.repeat(prompt_ids, num_actions, 0), jnp.tile(action_ids[:, :-1], (rows, 1))], 1)
@@ -188,20 +252,70 @@ def action_log_probs(model: Decoder, prompt_ids, prompt_mask, action_ids, action
     lp = _log_softmax_at(logits, targets, temperature)
     scores = lp[..., 0] + jnp.where(mask, lp[..., 1:], 0.0).sum(axis=-1)
     return _renormalise(scores, legal_mask)
-  ids = jnp.concatenate([prompt_ids, branch(action_ids[:, :-1])], axis=1)
-  full_mask = jnp.concatenate([prompt_mask, branch(mask)], axis=1)
+  if width == 1:
+    logits = model(prompt_ids, prompt_mask, output_positions=jnp.asarray([length - 1]))
+    return _renormalise(_branch_scores(None, logits[:, 0], action_ids, None, temperature), legal_mask)
+  b = _branches(action_ids, action_len)
+  nodes = len(b.depth)
   count = prompt_mask.sum(axis=1, dtype=jnp.int32)[:, None]
-  positions = jnp.concatenate([jnp.cumsum(prompt_mask, axis=1, dtype=jnp.int32) - 1,
-                               count + branch(jnp.broadcast_to(steps, mask.shape))], axis=1)
-  segments = jnp.concatenate([jnp.zeros((rows, length), jnp.int32),
-                              branch(jnp.broadcast_to(jnp.arange(1, num_actions + 1)[:, None], mask.shape))], axis=1)
-  logits = model(ids, full_mask, positions=positions, segment_ids=segments,
-                 output_positions=jnp.arange(length - 1, ids.shape[1]))
-  scores = _log_softmax_at(logits[:, :1], jnp.broadcast_to(action_ids[:, 0], (rows, num_actions)), temperature)
-  if width > 1:
-    lp = _log_softmax_at(logits[:, 1:].reshape(rows, num_actions, width - 1, -1),
-                         jnp.broadcast_to(action_ids[:, 1:], (rows, num_actions, width - 1)), temperature)
-    scores = scores + jnp.where(mask, lp, 0.0).sum(axis=-1)
+  logits = model(jnp.concatenate([prompt_ids, branch(b.tokens)], axis=1),
+                 jnp.concatenate([prompt_mask, branch(b.valid)], axis=1),
+                 positions=jnp.concatenate([jnp.cumsum(prompt_mask, axis=1, dtype=jnp.int32) - 1, count + b.depth], 1),
+                 segment_ids=jnp.concatenate([jnp.zeros((rows, length), jnp.int32),
+                                              branch(jnp.arange(1, nodes + 1))], axis=1),
+                 segment_tree=b.sees, output_positions=jnp.arange(length - 1, length + nodes))
+  return _renormalise(_branch_scores(logits[:, 1:], logits[:, 0], action_ids, b, temperature), legal_mask)
+
+
+def cached_action_log_probs(model: Decoder, cache: KVCache, last_logits, action_ids, action_len, legal_mask, *,
+                            temperature: float = 1.0) -> jax.Array:
+  """[R, A] legal-action log-probs continuing each cached row (``last_logits`` [R, V] predicted after
+  its last token), renormalised as ``action_log_probs``. The cache needs ``branch_slots(action_ids)`` free
+  slots after its last written one; the branches are not kept in it."""
+  _check_actions(action_ids, action_len, legal_mask, last_logits.shape[0])
+  return _renormalise(_action_scores(model, cache, last_logits, action_ids, action_len, temperature), legal_mask)
+
+
+def conversation_action_log_probs(model: Decoder, ids, mask, ends, action_ids, action_len, legal_mask, *,
+                                  temperature: float = 1.0) -> jax.Array:
+  """[B, D, A] legal-action log-probs at every decision of B conversations, from one forward pass.
+
+  ``ids``/``mask`` [B, L] hold each conversation (holes allowed); decision d's prompt ends at the static
+  index ``ends[d]``, ``legal_mask`` is [B, D, A]. Equal to ``action_log_probs`` of each prefix
+  ``ids[:, :ends[d] + 1]`` on its own. Multi-token actions run as a prefix tree of branches per
+  decision appended after the conversation (positions continuing decision d's prompt), each seeing the
+  conversation only up to its decision (``shared_until``)."""
+  rows, length = ids.shape
+  num_actions, width = action_ids.shape
+  ends = np.asarray(ends)
+  num, extra = len(ends), len(ends) * (branch_slots(action_ids, action_len) if width > 1 else 0)
+  if legal_mask.shape != (rows, num, num_actions):
+    raise ValueError(f"legal_mask must be [{rows}, {num}, {num_actions}]; got {legal_mask.shape}")
+  if width > 1 and not getattr(model, "tree_attention", True):
+    raise ValueError(f"{type(model).__name__} cannot score multi-token actions of a conversation in one pass "
+                     "(no tree attention); use prompt.format='restated'")
+  mask = mask.astype(bool)
+  # block-causal attention where the model offers it: a decision's turn never sees a later turn
+  bounds = [0, *(ends + 1).tolist()] + ([length] if ends[-1] + 1 < length else []) + ([length + extra] if extra else [])
+  blocked = {"query_blocks": tuple((lo, hi, hi) for lo, hi in zip(bounds[:-1], bounds[1:]))
+             } if getattr(model, "query_blocks", False) else {}
+  if width == 1:
+    logits = model(ids, mask, output_positions=jnp.asarray(ends), **blocked)
+    return _renormalise(_branch_scores(None, logits, action_ids, None, temperature), legal_mask)
+  b = _branches(action_ids, action_len)
+  nodes = len(b.depth)
+  flat = lambda x: jnp.broadcast_to(x, (rows, num, nodes)).reshape(rows, -1)  # noqa: E731
+  positions = jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+  count = positions[:, ends] + 1  # [B, D] tokens up to each decision
+  tree = np.zeros((1 + num * nodes,) * 2, bool)  # decision d's nodes are segments 1 + d * nodes + n
+  for d in range(num):
+    tree[1 + d * nodes: 1 + (d + 1) * nodes, 1 + d * nodes: 1 + (d + 1) * nodes] = b.sees[1:, 1:]
+  logits = model(jnp.concatenate([ids, flat(b.tokens)], 1), jnp.concatenate([mask, flat(b.valid)], 1),
+                 positions=jnp.concatenate([positions, flat(count[:, :, None] + b.depth)], 1),
+                 segment_ids=jnp.concatenate([jnp.zeros_like(positions), flat(1 + jnp.arange(num * nodes).reshape(num, nodes))], 1),
+                 shared_until=jnp.concatenate([positions, flat(count[:, :, None] - 1)], 1), segment_tree=tree,
+                 output_positions=jnp.concatenate([jnp.asarray(ends), length + jnp.arange(num * nodes)]), **blocked)
+  scores = _branch_scores(logits[:, num:].reshape(rows, num, nodes, -1), logits[:, :num], action_ids, b, temperature)
   return _renormalise(scores, legal_mask)
 
 
@@ -234,7 +348,7 @@ def sample_with_reasoning(model: Decoder, prompt_ids, prompt_mask, action_ids, a
   """k=``budget`` free tokens, then ``suffix_ids[S]`` forced, then the constrained action choice."""
   rows = prompt_ids.shape[0] * group_size
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
-  extra = budget + suffix_ids.shape[0] + _branch_slots(action_ids)
+  extra = budget + suffix_ids.shape[0] + branch_slots(action_ids)
   logits, cache = prefill(model, prompt_ids, prompt_mask, extra, group_size)
   key_reason, key_action = jax.random.split(key)
   reasoning, cache, _ = _decode(model, cache, logits, key_reason, budget, temperature, top_k, top_p, eos_id)
@@ -257,7 +371,7 @@ def score_reasoning(model: Decoder, prompt_ids, prompt_mask, reasoning: jax.Arra
   """
   _check_actions(action_ids, action_len, legal_mask, prompt_ids.shape[0])
   rows, budget = reasoning.shape
-  extra = budget + suffix_ids.shape[0] + _branch_slots(action_ids)
+  extra = budget + suffix_ids.shape[0] + branch_slots(action_ids)
   last, cache = prefill(model, prompt_ids, prompt_mask, extra, group_size)
   chunk = jnp.concatenate([reasoning, jnp.broadcast_to(suffix_ids, (rows, suffix_ids.shape[0]))], axis=1)
   mask = jnp.concatenate([reasoning_mask.astype(bool), jnp.ones((rows, suffix_ids.shape[0]), bool)], axis=1)

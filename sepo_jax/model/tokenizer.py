@@ -63,6 +63,23 @@ class Tokenizer:
         prefix, suffix = text.split(_SENTINEL)
         return prefix, suffix
 
+    def chat_turns(self) -> tuple[str, str, str]:
+        """(prefix, suffix, between): a conversation renders as prefix + user_1 + suffix + answer_1 +
+        between + user_2 + suffix + answer_2 + ... (without a chat template: a newline between)."""
+        if not self.chat_template:
+            return "", "", "\n"
+        turns = [{"role": "user", "content": f"{_SENTINEL}u1"}, {"role": "assistant", "content": f"{_SENTINEL}a1"},
+                 {"role": "user", "content": f"{_SENTINEL}u2"}]
+        text = render_chat(self.chat_template, turns, bos_token=self.token(self.bos_id) if self.bos_id is not None else "",
+                           eos_token=self.token(self.eos_id))
+        pieces = text.split(_SENTINEL)
+        if len(pieces) != 4 or [p[:2] for p in pieces[1:]] != ["u1", "a1", "u2"]:
+            raise ValueError("chat template does not render a user, assistant, user conversation with each message once")
+        prefix, suffix, between, last = pieces[0], pieces[1][2:], pieces[2][2:], pieces[3][2:]
+        if last != suffix:
+            raise ValueError(f"chat template ends the second user turn with {last!r}, the first with {suffix!r}")
+        return prefix, suffix, between
+
     def save(self, path: str | os.PathLike) -> None:
         """Write `tokenizer.json` and a `tokenizer_config.json` (special tokens, chat template) into `path`."""
         os.makedirs(path, exist_ok=True)

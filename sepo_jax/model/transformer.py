@@ -355,11 +355,11 @@ class Attention(nnx.Module):
     self.heads = (cfg.num_heads, cfg.num_kv_heads, d)
     self.qk_norm = cfg.qk_norm
 
-  def __call__(self, x, positions, inv_freq, allowed, cache):
+  def __call__(self, x, positions, inv_freq, allowed, cache, blocks=None):
     """x [B,T,H], allowed [B,T,S]. Without a cache (``None``) the T keys are all there is (S = T); with
     ``cache = (k_all, v_all, layer, index)`` this layer's slice of the stacked caches [L,B,S,K,D] is
     written at slot ``index`` in place (no per-step copy of the whole cache) and ``(k_all, v_all)`` is
-    returned with the output."""
+    returned with the output. ``blocks``: see ``Decoder.__call__``'s ``query_blocks``."""
     b, t, _ = x.shape
     nh, nk, d = self.heads
     q = self.q_proj(x).reshape(b, t, nh, d)
@@ -370,14 +370,20 @@ class Attention(nnx.Module):
     q, k = _rope(q, positions, inv_freq), _rope(k, positions, inv_freq)
     k_cache, v_cache, cache = write_kv(k, v, cache)
     q = q.reshape(b, t, nk, nh // nk, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k_cache.astype(q.dtype),
-                        preferred_element_type=jnp.float32) * self.scale
-    if self.softcap:
-      scores = jnp.tanh(scores / self.softcap) * self.softcap
-    # A finite floor keeps fully masked (padding) query rows NaN-free, in values and gradients.
-    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_cache).reshape(b, t, nh * d)
+    k_cache = k_cache.astype(q.dtype)
+
+    def attend(lo, hi, keys):
+      scores = jnp.einsum("btkgd,bskd->bkgts", q[:, lo:hi], k_cache[:, :keys],
+                          preferred_element_type=jnp.float32) * self.scale
+      if self.softcap:
+        scores = jnp.tanh(scores / self.softcap) * self.softcap
+      # A finite floor keeps fully masked (padding) query rows NaN-free, in values and gradients.
+      scores = jnp.where(allowed[:, None, None, lo:hi, :keys], scores, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
+      return jnp.einsum("bkgts,bskd->btkgd", probs, v_cache[:, :keys])
+
+    blocks = blocks or ((0, t, k_cache.shape[1]),)
+    out = jnp.concatenate([attend(*block) for block in blocks], axis=1).reshape(b, t, nh * d)
     return self.o_proj(out.astype(x.dtype)), cache
 
 
@@ -411,8 +417,8 @@ class DecoderLayer(nnx.Module):
     self.mlp = MLP(cfg, rngs=rngs)
     self.sandwich = cfg.is_gemma
 
-  def __call__(self, x, positions, inv_freq, allowed, cache):
-    h, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, allowed, cache)
+  def __call__(self, x, positions, inv_freq, allowed, cache, blocks=None):
+    h, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, allowed, cache, blocks)
     if self.sandwich:
       x = x + self.post_attention_layernorm(h)
       return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), cache
@@ -443,6 +449,31 @@ def token_positions(input_ids, attention_mask, cache, positions):
   return mask, positions
 
 
+def visibility(mask, positions, segment_ids, shared_until, cache, segment_tree=None):
+  """(allowed [B,T,S]: which key slots each query token attends to, (key positions, validity, segments) [B,S]).
+  A token sees valid slots of its own segment up to its position and shared slots (segment 0) up to
+  ``shared_until`` (its own position by default); with ``segment_tree`` [G,G] (static bool) a token of
+  segment g > 0 sees the slots of every segment h > 0 with ``segment_tree[g, h]`` instead of its own
+  only (branches that share their first tokens: a prefix tree of continuations). With a cache the
+  chunk's slots are written at ``cache.index`` first."""
+  segments = jnp.zeros(mask.shape, jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+  if cache is not None:
+    keys = tuple(jax.lax.dynamic_update_slice(old, new, (0, cache.index))
+                 for old, new in ((cache.pos, positions), (cache.valid, mask), (cache.segment, segments)))
+  else:
+    keys = positions, mask, segments
+  k_pos, k_valid, k_seg = (x[:, None, :] for x in keys)
+  until = positions if shared_until is None else shared_until
+  if segment_tree is None:
+    own = k_seg == segments[:, :, None]
+  else:
+    tree = jnp.asarray(segment_tree, bool).at[0, 0].set(True)
+    own = tree[segments[:, :, None], k_seg] & ((k_seg == 0) == (segments[:, :, None] == 0))
+  own = own & (k_pos <= positions[:, :, None])
+  shared = (k_seg == 0) & (k_pos <= until[:, :, None])
+  return k_valid & (own | shared), keys
+
+
 def lm_logits(model, x, last_only: bool, output_positions):
   """float32 logits of a decoder's (``model.norm``, tied ``embed_tokens`` or ``lm_head``) final hidden
   states ``x`` at the chunk indices asked for. The head accumulates in float32 whatever the compute
@@ -462,6 +493,8 @@ def lm_logits(model, x, last_only: bool, output_positions):
 
 class Decoder(nnx.Module):
   """The causal LM. See the module docstring for the call and cache conventions."""
+
+  query_blocks = True  # accepts ``query_blocks``
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     self.config = config
@@ -484,8 +517,9 @@ class Decoder(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                cache: KVCache | None = None, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, last_only: bool = False,
-               output_positions: jax.Array | None = None):
+               segment_ids: jax.Array | None = None, shared_until: jax.Array | None = None,
+               segment_tree=None, last_only: bool = False, output_positions: jax.Array | None = None,
+               query_blocks: tuple[tuple[int, int, int], ...] | None = None):
     """Returns float32 logits [B,T,V] ([B,1,V] with ``last_only``: prefill skips the LM head elsewhere;
     [B,P,V] at the chunk indices ``output_positions`` [P], the only tokens a scorer needs),
     or ``(logits, cache)`` when a cache is passed.
@@ -493,22 +527,20 @@ class Decoder(nnx.Module):
     ``positions`` [B,T] override ``cache.next_pos + cumsum(mask) - 1``; ``segment_ids`` [B,T] (default 0)
     put tokens on branches: a token attends to shared slots (segment 0) and to its own segment only. With
     both, several continuations of one cached prefix run as one row (tree attention, used to score all
-    actions at once); the cache then ends at the longest branch.
+    actions at once); the cache then ends at the longest branch. ``shared_until`` [B,T] (default: each
+    token's own position) is the last position of the shared slots a token sees: a branch can leave a
+    prefix of a longer shared sequence (every decision of a conversation scored in one row).
+    ``segment_tree`` [G,G] (static): which branch segments each branch segment sees (``visibility``).
+    ``query_blocks`` (static, no cache): ``(start, stop, keys)`` triples covering the T tokens in order;
+    tokens start..stop-1 attend over the first ``keys`` slots only, which the caller asserts hold every
+    slot they may see. Block-causal attention then computes about half of the T x T scores.
     """
-    b, t = input_ids.shape
+    t = input_ids.shape[1]
     c = self.config
     mask, positions = token_positions(input_ids, attention_mask, cache, positions)
     use_cache = cache is not None
-    segments = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
-    if use_cache:
-      index = cache.index
-      k_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, index))
-      k_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, index))
-      k_seg = jax.lax.dynamic_update_slice(cache.segment, segments, (0, index))
-    else:
-      k_pos, k_valid, k_seg = positions, mask, segments
-    seen = (k_valid[:, None, :] & (k_pos[:, None, :] <= positions[:, :, None])
-            & ((k_seg[:, None, :] == 0) | (k_seg[:, None, :] == segments[:, :, None])))
+    index = cache.index if use_cache else None
+    seen, (k_pos, k_valid, k_seg) = visibility(mask, positions, segment_ids, shared_until, cache, segment_tree)
     local = None
     if "sliding_attention" in c.layer_types:
       local = seen & (positions[:, :, None] - k_pos[:, None, :] < c.sliding_window)
@@ -524,7 +556,7 @@ class Decoder(nnx.Module):
       params = gathered(params)
       allowed = seen if local is None else jnp.where(sliding, local, seen)
       x, kv = nnx.merge(graphdef, params)(x, positions, inv_freq, allowed,
-                                          None if kv is None else (*kv, layer, index))
+                                          None if kv is None else (*kv, layer, index), query_blocks)
       return (x, kv), None
 
     if c.remat != "none":

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sepo_jax.games import Game, PromptRenderer
+from sepo_jax.games import ChatRenderer, Game, PromptRenderer
 
 from . import rollout
 
@@ -43,20 +43,26 @@ def demonstrator_ids(game: Game, key: Array, num: int) -> Array:
     return jax.random.choice(key, ids, (num,), p=weights / weights.sum())
 
 
-def expert_batch(game: Game, renderer: PromptRenderer, expert: Array, table: Array | None, opponent: Array,
-                 seat: Array, key: Array) -> Batch:
+def expert_batch(game: Game, renderer: PromptRenderer | ChatRenderer, expert: Array, table: Array | None,
+                 opponent: Array, seat: Array, key: Array) -> Batch:
     """Play one episode per slot with `expert[E]` (opponent ids; the tabular id plays `table`) in the
-    learner's seat against `opponent[E]`, and return every decision it made as a target."""
+    learner's seat against `opponent[E]`, and return every decision it made as a target: one row per
+    decision, or with a `ChatRenderer` one row per episode (its conversation; legal, target [E, D, A],
+    valid [E, D])."""
     traj = rollout.rollout(game, renderer, rollout.opponent_learner(game, expert, table), opponent, seat, key, table)
+    if isinstance(renderer, ChatRenderer):
+        return Batch(traj.chat_ids, traj.chat_mask, traj.legal, traj.probs, traj.valid)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
     return Batch(flat(traj.prompt_ids), flat(traj.prompt_mask), flat(traj.legal), flat(traj.probs), flat(traj.valid))
 
 
-def with_table(batch: Batch, ids: Array, mask: Array, legal: Array, target: Array) -> Batch:
-    """Append fixed decisions (e.g. every first-hand information set with the equilibrium's distribution)."""
+def with_table(batch: Batch, ids: Array, mask: Array, legal: Array, target: Array, valid: Array | None = None) -> Batch:
+    """Append fixed decisions (e.g. every first-hand information set with the equilibrium's distribution);
+    `valid` says which of them are targets (default: all)."""
     cat = jnp.concatenate
+    valid = jnp.ones(target.shape[:-1], bool) if valid is None else valid
     return Batch(cat([batch.ids, ids]), cat([batch.mask, mask]), cat([batch.legal, legal]), cat([batch.target, target]),
-                 cat([batch.valid, jnp.ones(ids.shape[:1], bool)]))
+                 cat([batch.valid, valid]))
 
 
 def cross_entropy(logp: Array, batch: Batch) -> Array:

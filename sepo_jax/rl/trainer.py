@@ -88,14 +88,22 @@ class Policy:
     def _model(self, params, frozen):
         return nnx.merge(self.graphdef, params, frozen)
 
+    @property
+    def chat(self) -> bool:
+        return isinstance(self.renderer, games_lib.ChatRenderer)
+
     def log_probs(self, params, frozen, ids, mask, legal):
         """[N, A] action log-probs straight after the prompt (after an empty reasoning template when
-        reasoning is on): what supervised targets and the strategy read-out use."""
+        reasoning is on): what supervised targets and the strategy read-out use. In a conversation,
+        ids [N, L] are whole conversations and legal [N, D, A]: [N, D, A] at every decision, one pass."""
+        r = self.renderer
+        if self.chat:
+            return sampler.conversation_action_log_probs(self._model(params, frozen), ids, mask, r.ends, r.action_ids,
+                                                         r.action_len, legal, temperature=self.temperature)
         if self.budget:
             empty = jnp.zeros((ids.shape[0], self.budget), jnp.int32)
             return self.response(params, frozen, ids, mask, legal, jnp.zeros(ids.shape[0], jnp.int32), empty,
                                  empty.astype(bool))[1]
-        r = self.renderer
         return sampler.action_log_probs(self._model(params, frozen), ids, mask, r.action_ids, r.action_len, legal,
                                         temperature=self.temperature)
 
@@ -111,8 +119,10 @@ class Policy:
             r.action_len, legal, action, temperature=self.temperature)
         return a_logp + r_logp.sum(-1), logp_all, r.action_len[action] + reasoning_mask.sum(-1)
 
-    def learner(self, params, frozen) -> rollout.Learner:
+    def learner(self, params, frozen) -> rollout.Learner | rollout.ChatLearner:
         r = self.renderer
+        if self.chat:
+            return self._chat_learner(params, frozen)
 
         def act(ids, mask, legal, states, key, group_size=1):
             """`group_size` > 1: one row per group of identical prompts, samples for every member."""
@@ -131,6 +141,22 @@ class Policy:
             return out.action, out.logp + g.logp.sum(-1), jnp.exp(out.logprobs_all), (g.tokens, g.mask)
 
         return act
+
+    def _chat_learner(self, params, frozen) -> rollout.ChatLearner:
+        """Each turn prefilled into the conversation's KV cache, the action chosen from it."""
+        model, r = self._model(params, frozen), self.renderer
+
+        def start(num, length):
+            return model.init_cache(num, length + sampler.branch_slots(r.action_ids, r.action_len))
+
+        def act(cache, ids, mask, legal, states, key):
+            logits, cache = model(ids, mask, cache=cache, last_only=True)
+            logp_all = sampler.cached_action_log_probs(model, cache, logits[:, -1], r.action_ids, r.action_len, legal,
+                                                       temperature=self.temperature)
+            action = jax.random.categorical(key, logp_all).astype(jnp.int32)
+            return action, jnp.take_along_axis(logp_all, action[:, None], 1)[:, 0], jnp.exp(logp_all), cache
+
+        return rollout.ChatLearner(start, act)
 
 
 def _flat(x):
@@ -167,7 +193,8 @@ class Setup:
     lam: sepo.Lambdas
     sft_tx: optax.GradientTransformation
     rl_tx: optax.GradientTransformation
-    readout: tuple | None  # (ids, mask, legal, rows) of every information set (games with an exact solver)
+    readout: tuple | None  # (ids, mask, legal, rows[, decision]) of every information set (games with an exact
+    # solver); in a conversation ids are the mover's conversations and `decision` the turn to read
     expert_table: Array | None  # the CFR+ equilibrium (sft.expert = "equilibrium")
     shardings: TrainState  # of NamedShardings: parameters and their optimizer moments by logical axes
     frozen_shardings: Any
@@ -195,22 +222,33 @@ def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -
     parallel.check_divisible(mesh, layout.opponent.shape[0], "the SEPO batch (rollout.group_size x groups)")
     parallel.check_divisible(mesh, c.sft.episodes, "config.sft.episodes")
     per_device = layout.opponent.shape[0] * game.max_decisions // parallel.batch_devices(mesh)
-    if not _shares_prompts(c) and per_device % c.grpo.microbatches:
+    if c.prompt.format == "conversation":
+        per_device = layout.opponent.shape[0] // parallel.batch_devices(mesh)
+        if per_device % c.grpo.microbatches:
+            raise ValueError(f"config.grpo.microbatches={c.grpo.microbatches} does not divide the {per_device} episodes "
+                             f"per device of an update (prompt.format='conversation' slices episodes)")
+    elif not _shares_prompts(c) and per_device % c.grpo.microbatches:
         raise ValueError(f"config.grpo.microbatches={c.grpo.microbatches} does not divide the {per_device} decision "
                          f"slots per device of an update ({layout.opponent.shape[0]} episodes x {game.max_decisions} "
                          f"over {parallel.batch_devices(mesh)} devices)")
     if model is None:
         model, tokenizer = _load_model(c)
-    wrap = tokenizer.chat_wrap() if c.model.chat_template else ("", "")
-    renderer = games_lib.PromptRenderer(game, tokenizer, wrap=wrap)
+    chat = c.prompt.format == "conversation"
+    if chat:
+        renderer = games_lib.ChatRenderer(game, tokenizer, tokenizer.chat_turns() if c.model.chat_template else ("", "", "\n"))
+    else:
+        renderer = games_lib.PromptRenderer(game, tokenizer, wrap=tokenizer.chat_wrap() if c.model.chat_template else ("", ""))
     trainable = nnx.LoRAParam if c.model.lora_rank else nnx.Param
     graphdef, params, frozen = nnx.split(model, trainable, ...)
     suffix = jnp.asarray(tokenizer.encode(c.rollout.reasoning_suffix), jnp.int32)
-    share = Sharing(c.grpo.microbatches * c.grpo.share_passes, mesh) if _shares_prompts(c) else None
+    share = Sharing(c.grpo.microbatches * c.grpo.share_passes, mesh) if _shares_prompts(c) and not chat else None
     policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id,
                     share)
     readout_arrays = None
-    if c.game in EXACT_SOLVER_GAMES:
+    if c.game in EXACT_SOLVER_GAMES and chat:
+        ids, mask, legal, decision, rows = readout.infoset_conversations(game, renderer)
+        readout_arrays = (ids, mask, legal, rows, decision)
+    elif c.game in EXACT_SOLVER_GAMES:
         states, mover, rows = readout.infoset_states(game)
         ids, mask = jax.jit(jax.vmap(functools.partial(renderer.render, game)))(states, mover)
         readout_arrays = (ids, mask, states.legal_action_mask, rows)
@@ -257,8 +295,11 @@ def start_sepo(state: TrainState) -> TrainState:
 
 def strategy(s: Setup, params, frozen) -> Array:
     """The learner's behavioural table [I, A] (games with an exact solver)."""
-    ids, mask, legal, rows = s.readout
-    return readout.strategy_table(s.game, jnp.exp(s.policy.log_probs(params, frozen, ids, mask, legal)), rows)
+    ids, mask, legal, rows, *decision = s.readout
+    logp = s.policy.log_probs(params, frozen, ids, mask, legal)
+    if decision:
+        logp = logp[jnp.arange(logp.shape[0]), decision[0]]
+    return readout.strategy_table(s.game, jnp.exp(logp), rows)
 
 
 def _on_mesh(s: Setup, fn):
@@ -309,8 +350,13 @@ def _sft_step(s: Setup, state: TrainState, frozen):
     batch = sft.expert_batch(game, s.renderer, expert, table, opponent,
                              parallel.shard_batch(s.mesh, seat.astype(jnp.int32)), k_roll)
     if c.sft.expert == "equilibrium":
-        ids, mask, legal, rows = s.readout
-        batch = sft.with_table(batch, ids, mask, legal, s.expert_table[rows])
+        ids, mask, legal, rows, *decision = s.readout
+        target = s.expert_table[rows]
+        if decision:  # the table's distribution at the row's own turn of its conversation
+            at = jax.nn.one_hot(decision[0], game.max_decisions, dtype=bool)
+            batch = sft.with_table(batch, ids, mask, legal, jnp.where(at[..., None], target[:, None], 0.0), at)
+        else:
+            batch = sft.with_table(batch, ids, mask, legal, target)
 
     def loss_fn(params):
         return sft.cross_entropy(s.policy.log_probs(params, frozen, batch.ids, batch.mask, batch.legal), batch)
@@ -371,7 +417,10 @@ def _sepo_step(s: Setup, state: TrainState, frozen):
     ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
     action, old_logp, a_flat = _flat(traj.action), _flat(traj.logp), _flat(dec_adv)
     weight = (_flat(traj.valid) & jnp.repeat(trains, traj.valid.shape[1])).astype(jnp.float32)
-    if _shares_prompts(c):
+    if policy.chat:
+        update = _chat_update(s, frozen, traj.chat_ids, traj.chat_mask, traj.legal, traj.action,
+                              weight.reshape(traj.valid.shape))
+    elif _shares_prompts(c):
         update = _shared_update(s, frozen, ids, mask, legal, action, weight)
     else:
         update = _member_update(s, frozen, ids, mask, legal, action, _flat(traj.reasoning), _flat(traj.reasoning_mask),
@@ -438,6 +487,32 @@ def _member_update(s: Setup, frozen, ids, mask, legal, action, reasoning, r_mask
 
         xs = (inputs, micro(old_logp), ref_logp, micro(adv), w)
         return _summed_value_and_grad(loss_fn, xs), jnp.swapaxes(w, 0, 1).reshape(-1), count, ids.shape[0]
+
+    return update
+
+
+def _chat_update(s: Setup, frozen, ids, mask, legal, action, weight):
+    """The update of the conversation format: every decision of an episode scored from one forward pass
+    over its conversation, in `grpo.microbatches` strided slices of the episodes.
+    `update(ref_params, old_logp, adv) -> (value_and_grad, weight [E*D], count, rows scored)`."""
+    c, policy = s.c, s.policy
+    micro = _microbatches(s, c.grpo.microbatches)
+    inputs = micro((ids, mask, legal, action))
+    w = weight * (policy.renderer.action_len[action] if c.grpo.aggregation == "token_mean" else 1.0)
+    count = jnp.maximum(w.sum(), 1.0)
+    pick = lambda logp_all, a: jnp.take_along_axis(logp_all, a[..., None], -1)[..., 0]  # noqa: E731
+
+    def update(ref_params, old_logp, adv):
+        ref_logp = jax.lax.map(lambda x: pick(policy.log_probs(ref_params, frozen, *x[:3]), x[3]), inputs)
+
+        def loss_fn(p, x):
+            (ids, mask, legal, action), old, ref, a, wx = x
+            logp_all = policy.log_probs(p, frozen, ids, mask, legal)
+            return _loss_terms(c, _flat(pick(logp_all, action)), _flat(logp_all), _flat(legal), _flat(old),
+                               _flat(jax.lax.stop_gradient(ref)), _flat(a), _flat(wx), count)
+
+        xs = (inputs, micro(old_logp.reshape(w.shape)), ref_logp, micro(adv.reshape(w.shape)), micro(w))
+        return _summed_value_and_grad(loss_fn, xs), w.reshape(-1), count, ids.shape[0]
 
     return update
 
