@@ -29,9 +29,10 @@ In case (a) ours runs twice: scoring each distinct decision prompt once in the u
 `grpo.share_prompts`) and scoring every decision slot on its own, so the table shows where the saving
 comes from. Tokens per step (case (b)) are the positions fed to the models, padding included: counted by
 a hook on the input embeddings for torch and TRL (rollout or generation, reference and policy passes),
-and for ours' restated format from its fixed-width rows (the template's length plus the actions'
+for ours' restated format from its fixed-width rows (the template's length plus the actions' prefix-tree
 branches) times the rows its passes score (`trainer.Sharing`: rollout decisions, reference and policy
-passes of the update).
+passes of the update), and for its conversations from their fixed width plus every decision's branches,
+three times (the rollout's turns, the reference and the policy pass).
 Writes the table with its command and machine.
 """
 
@@ -57,6 +58,7 @@ from experiments.bench_envs import machine
 from experiments.baselines import pygames, pyipd, pykuhn
 from experiments.baselines.torch_grpo import TorchGRPO
 from sepo_jax.config import default_config
+from sepo_jax.model import sampler
 from sepo_jax.model import tokenizer as tokenizer_lib
 from sepo_jax.model.transformer import Decoder
 from sepo_jax.model.weights import config_from_hf, save_hf
@@ -84,9 +86,9 @@ def _timed(fn, steps: int) -> tuple[float, list]:
 def ours(s: trainer.Setup, state: trainer.TrainState, frozen, steps: int, rollout_alone: bool = True,
          tokens: bool = False) -> dict:
     """Seconds per step (after compiling it, timed apart, and a warm-up step), of its rollout alone as its
-    own jitted call (restated prompts) and, with `tokens` (restated prompts, each distinct prompt scored
+    own jitted call and, with `tokens` (conversations, or restated prompts with each distinct prompt scored
     once), the tokens fed per step (`state` is donated)."""
-    if tokens and not (rollout_alone and s.policy.share is not None):
+    if tokens and not (s.policy.chat or (rollout_alone and s.policy.share is not None)):
         raise ValueError("tokens are counted from the rollout's own call, for the update with prompt sharing")
     lay, out = s.layout, {}
     if rollout_alone:
@@ -107,7 +109,9 @@ def ours(s: trainer.Setup, state: trainer.TrainState, frozen, steps: int, rollou
 
     out["seconds_per_step"], metrics = _timed(step, steps)
     out["update_rows"] = float(np.mean([int(m["update_rows"]) for m in metrics]))
-    if tokens:  # the update: the reference and the policy pass over the distinct prompts
+    if tokens and s.policy.chat:
+        out["tokens"] = float(_chat_fed(s))
+    elif tokens:  # the update: the reference and the policy pass over the distinct prompts
         n = lay.opponent.shape[0] * s.game.max_decisions
         out["tokens"] = float(np.mean([rollout_tokens(s, t) for t in trajs]) +
                               2 * np.mean([_fed(s, n, int(m["update_rows"])) for m in metrics]))
@@ -119,7 +123,17 @@ def _fed(s: trainer.Setup, rows: int, distinct: int) -> int:
     model: its live passes of fixed-width rows (one device)."""
     r, c = s.renderer, s.c
     per_pass = -(-rows // (c.grpo.microbatches * c.grpo.share_passes))
-    return -(-distinct // per_pass) * per_pass * (r.length + r.action_ids.shape[0] * (r.action_width - 1))
+    branches = sampler.branch_slots(r.action_ids, r.action_len) if r.action_width > 1 else 0
+    return -(-distinct // per_pass) * per_pass * (r.length + branches)
+
+
+def _chat_fed(s: trainer.Setup) -> int:
+    """Token slots ours feeds the model per step in the conversation format: every turn prefilled once in
+    the rollout with the actions' branch tokens at each decision, then the update's reference and policy
+    passes over each whole conversation with every decision's branches."""
+    r, episodes, decisions = s.renderer, s.layout.opponent.shape[0], s.game.max_decisions
+    branches = sampler.branch_slots(r.action_ids, r.action_len) if r.action_width > 1 else 0
+    return 3 * episodes * (r.length + decisions * branches)
 
 
 def rollout_tokens(s: trainer.Setup, traj) -> int:
@@ -345,8 +359,7 @@ def ours_b(game: str, args, source: str, notes: list) -> dict:
         if fmt == "restated":
             out["setup"], out["params"], out["frozen"] = s, jax.device_get(params), frozen
         state = trainer.start_sepo(trainer.init_state(s, params))
-        restated = fmt == "restated"
-        out[fmt] = ours(s, state, frozen, args.steps, rollout_alone=restated, tokens=restated)  # donates `state`
+        out[fmt] = ours(s, state, frozen, args.steps, tokens=True)  # donates `state`
         print(f"  {game}, ours ({fmt}): {out[fmt]['seconds_per_step']:.3f} s/step (compiled in {out[fmt]['compile_s']:.1f} s)",
               flush=True)
     return out
