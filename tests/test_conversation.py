@@ -26,7 +26,8 @@ def _texts(prompt, keep=None):
     return {k: prompt.groups[k][int(v)] for k, v in enumerate(values) if v >= 0 and (keep is None or keep[k])}
 
 
-@pytest.mark.parametrize("name", games.GAMES)
+@pytest.mark.parametrize("name", [n if n in ("kuhn", "ipd", "negotiation_v2") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in games.GAMES])
 def test_a_conversation_holds_the_same_facts_as_the_restated_prompt(name):
     """At every decision of random episodes (both seats): the intro said once, each history row said once
     with the text the restated prompt shows now, and the current turn's state part equal to the restated
@@ -228,6 +229,7 @@ def test_microbatched_conversation_update_gives_the_same_loss_and_gradients():
     assert any(float(np.abs(np.asarray(a)).max()) > 0 for a in jax.tree.leaves(g1))
 
 
+@pytest.mark.slow  # the default suite trains IPD's default (conversation) config in test_trainer.py
 @pytest.mark.parametrize("game", ["ipd", "kuhn"])
 def test_a_conversation_run_trains_checkpoints_and_evaluates(game, tmp_path):
     from sepo_jax.rl import loop, trainer

@@ -123,3 +123,15 @@ def test_two_processes_train_in_lockstep(single_device, tmp_path, fsdp):
     # across processes the gradients are summed by another collective (and not in the same order from run to
     # run), so a few Adam-amplified entries differ: see _assert_same
     _assert_same(params, metrics, ref_params, ref_metrics, adam_outliers=0.01)
+
+
+@pytest.mark.slow
+def test_conversation_steps_on_a_mesh_equal_one_device():
+    """The conversation format's rollout carries a KV cache per episode across decisions: sharded over 2 x 4
+    devices its steps equal the single-device ones."""
+    c = tiny_config()
+    c.prompt.format = "conversation"
+    ref_state, ref_metrics = train(c, parallel.make_mesh(1))
+    state, metrics = train(c, parallel.make_mesh(2, 4))
+    _assert_same(host_params(state.params), {k: np.asarray(v) for k, v in metrics.items()}, host_params(ref_state.params),
+                 {k: np.asarray(v) for k, v in ref_metrics.items()}, adam_outliers=0.01)
