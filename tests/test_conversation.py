@@ -205,6 +205,7 @@ def test_the_strategy_read_out_is_the_policy_the_rollout_plays():
     assert len(seen) >= 10
 
 
+@pytest.mark.slow
 def test_microbatched_conversation_update_gives_the_same_loss_and_gradients():
     from sepo_jax.rl import rollout, trainer
 

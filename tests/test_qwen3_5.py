@@ -268,7 +268,7 @@ def test_lora_targets_both_layer_kinds_and_starts_as_the_identity():
     assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("lora_rank", [2, 0])
+@pytest.mark.parametrize("lora_rank", [pytest.param(2, marks=pytest.mark.slow), 0])  # LoRA: slow suite (time)
 def test_sepo_step_trains_a_tiny_qwen3_5(lora_rank, tok):
     """LoRA and full fine-tuning: the trainer takes the model object as it is."""
     from sepo_jax.config import default_config

@@ -170,6 +170,7 @@ def test_ablation_config_sets_one_credit_mode(arg):
     assert (c.sepo.lambda_e == 0) == (mode == "reward_only") and c.sft.expert == "demonstrators"
 
 
+@pytest.mark.slow  # 50 s; the default suite keeps the credit modes' unit tests (test_sepo.py)
 def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
     """The ablation's baseline: `shared` only adds a constant per group, so from one state with one key
     it updates the parameters exactly as reward-only GRPO (`shared`, lambdas 0); `credited` does not."""
