@@ -35,7 +35,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.num_hands = 0  # Kuhn/Leduc hands per episode; 0 = the game's default
     c.compact_prompt = False  # Kuhn/Leduc: no rules paragraph or per-hand history in the prompt
     c.prompt = ml_collections.ConfigDict()
-    c.prompt.format = "restated"  # "restated": every decision's prompt restates everything; "conversation"
+    c.prompt.format = "restated"  # or "conversation" (one chat per episode); the repeated games default to it below
 
     c.model = ml_collections.ConfigDict()
     c.model.source = "embedded"  # "embedded", "smollm2-135m", a .gguf path or a Hugging Face folder
