@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from sepo_jax import parallel
-from sepo_jax.config import ABLATION_MODES as MODES
+from sepo_jax.config import ABLATION_MODES as MODES, settings
 from sepo_jax.config import EXACT_SOLVER_GAMES, LAMBDAS, ablation_config, validate
 from sepo_jax.rl import trainer
 
@@ -85,7 +85,7 @@ def run_game(game: str, seed: int, args) -> dict:
     modes = [m for m in args.modes if m != "exact" or game in EXACT_SOLVER_GAMES]
     mesh = parallel.make_mesh(1)
     t0 = time.time()
-    base, params, frozen = trainer.build(make_config(game, "reward_only", args), mesh=mesh)
+    base, params, frozen = trainer.build(settings(make_config(game, "reward_only", args)), mesh=mesh)
     state, sft_step = trainer.init_state(base, params), trainer.make_sft_step(base)
     for _ in range(base.c.sft.steps):
         state, _ = sft_step(state, frozen)
@@ -95,7 +95,7 @@ def run_game(game: str, seed: int, args) -> dict:
           + " ".join(f"{k}={v:.3f}" for k, v in out["sft_eval"].items()), flush=True)
     for mode in modes:
         t0 = time.time()
-        setup, _, _ = trainer.build(make_config(game, mode, args), mesh=mesh)  # same model and frozen weights as `base`
+        setup, _, _ = trainer.build(settings(make_config(game, mode, args)), mesh=mesh)  # same model and frozen weights as `base`
         s, sepo_step = trainer.start_sepo(jax.tree.map(jnp.copy, state)), trainer.make_sepo_step(setup)
         traj = []
         for _ in range(setup.c.steps):

@@ -37,13 +37,13 @@ def child(args) -> None:
 
     import jax
 
-    from sepo_jax.config import default_config
+    from sepo_jax.config import default_config, settings
     from sepo_jax.rl import trainer
 
     c = default_config("kuhn")
     c.sepo.credit, c.mesh.data = "credited", 1
     c.rollout.groups_per_opponent = args.groups_per_opponent
-    s, params, frozen = trainer.build(c)
+    s, params, frozen = trainer.build(settings(c))
     state = trainer.start_sepo(trainer.init_state(s, params))
     step = trainer.make_sepo_step(s)
     t0 = time.perf_counter()

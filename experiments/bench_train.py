@@ -57,7 +57,7 @@ from flax import nnx
 from experiments.bench_envs import machine
 from experiments.baselines import pygames, pyipd, pykuhn
 from experiments.baselines.torch_grpo import TorchGRPO
-from sepo_jax.config import default_config
+from sepo_jax.config import default_config, settings
 from sepo_jax.model import sampler
 from sepo_jax.model import tokenizer as tokenizer_lib
 from sepo_jax.model.transformer import Decoder
@@ -65,7 +65,6 @@ from sepo_jax.model.weights import config_from_hf, save_hf
 from sepo_jax.rl import rollout, sepo
 from sepo_jax.rl import trainer
 
-POOL_NAMES = {v: k for k, v in sepo.POOL_INDEX.items()}
 FORMATS = ("restated", "conversation")
 
 
@@ -192,7 +191,7 @@ def torch_baseline(c, s: trainer.Setup, folder: str, update_rows: int = 0, devic
         raise SystemExit("the torch loop implements per-round advantages, one-sided KL, seq_mean, one epoch, symmetric "
                          "clipping, pool weighting and std scaling only")
     lay = s.layout
-    slots = [(POOL_NAMES[int(p)], s.game.opponent_names[int(o)], int(seat)) for p, o, seat in zip(lay.pool, lay.opponent, lay.seat)]
+    slots = [(sepo.Pool(int(p)).name.lower(), s.game.opponent_names[int(o)], int(seat)) for p, o, seat in zip(lay.pool, lay.opponent, lay.seat)]
     return TorchGRPO(folder, pygames.make(s.game), slots, lay.group_size, temperature=c.rollout.temperature,
                      learning_rate=c.grpo.learning_rate, beta=c.grpo.beta, clip_eps=c.grpo.clip_eps,
                      lambdas={"lambda_e": c.sepo.lambda_e, "lambda_c": c.sepo.lambda_c, "lambda_x": c.sepo.lambda_x},
@@ -243,7 +242,7 @@ def config_a(groups_per_opponent: int, share_prompts: bool = True):
 def setup_a(groups_per_opponent: int, sft_steps: int):
     """Our trainer warm-started with `sft_steps` supervised steps, its weights exported for torch."""
     c = config_a(groups_per_opponent)
-    s, params, frozen = trainer.build(c)
+    s, params, frozen = trainer.build(settings(c))
     state, sft_step = trainer.init_state(s, params), trainer.make_sft_step(s)
     for _ in range(sft_steps):
         state, _ = sft_step(state, frozen)
@@ -254,7 +253,7 @@ def setup_a(groups_per_opponent: int, sft_steps: int):
 
 def ours_every_decision(r, steps: int) -> dict:
     """Ours with `grpo.share_prompts=False` (every decision slot scored on its own), from the same weights."""
-    s, params, frozen = trainer.build(config_a(r["gpo"], share_prompts=False))
+    s, params, frozen = trainer.build(settings(config_a(r["gpo"], share_prompts=False)))
     state = trainer.start_sepo(trainer.init_state(s, r["params"]))
     return ours(s, state, frozen, steps)
 
@@ -355,7 +354,7 @@ def ours_b(game: str, args, source: str, notes: list) -> dict:
         if c is None:
             notes.append(f"ours, {fmt} prompts, skipped: prompt.format not available in this sepo_jax.")
             continue
-        s, params, frozen = trainer.build(c)
+        s, params, frozen = trainer.build(settings(c))
         if fmt == "restated":
             out["setup"], out["params"], out["frozen"] = s, jax.device_get(params), frozen
         state = trainer.start_sepo(trainer.init_state(s, params))

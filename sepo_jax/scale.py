@@ -12,7 +12,6 @@ import re
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -23,6 +22,7 @@ from sepo_jax.model import tokenizer as tokenizer_lib
 from sepo_jax.model.transformer import Decoder
 from sepo_jax.model.weights import config_from_hf
 from sepo_jax.rl import trainer
+from sepo_jax.settings import Settings
 
 # config.json of real checkpoints (the architecture keys only). SmolLM2 and Qwen3 as published; Qwen3.5-4B
 # and Gemma-4-E4B as recalled from their published config.json without network access to check them here:
@@ -82,7 +82,7 @@ def abstract_model(shape, lora_rank: int = 0, lora_alpha: float = 32.0):
     return nnx.eval_shape(make)
 
 
-def model_config(name_or_hf: str | dict, c: ml_collections.ConfigDict):
+def model_config(name_or_hf: str | dict, c: Settings):
     """The architecture config of a SHAPES key or a config.json dict, with the config's dtype and remat."""
     hf = SHAPES[name_or_hf] if isinstance(name_or_hf, str) else name_or_hf
     dtype = jnp.bfloat16 if c.model.dtype == "bfloat16" else jnp.float32
@@ -100,7 +100,7 @@ def matmul_parameters(frozen, shape) -> int:
     return n + (shape.hidden_size * shape.vocab_size if shape.tie_embeddings else 0)
 
 
-def lower_sepo_step(c: ml_collections.ConfigDict, shape, mesh, prompt_tokens: int | None = None):
+def lower_sepo_step(c: Settings, shape, mesh, prompt_tokens: int | None = None):
     """(setup, (abstract state, abstract frozen weights), `jax.stages.Lowered`) of config `c`'s SEPO
     step for a model of `shape` on `mesh`: state and weights as shapes with their shardings."""
     game = games_lib.make(c.game, **({"num_hands": c.num_hands} if c.num_hands else {}),

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sepo_jax import cli, parallel
-from sepo_jax.config import validate
+from sepo_jax.config import settings
 
 config_flags.DEFINE_config_file("config", None, "a config file, e.g. configs/kuhn.py; --config.KEY=VALUE overrides a "
                                 "key (--helpconfig lists them)", lock_config=True)
@@ -41,7 +41,7 @@ def main(argv):
     if FLAGS.fresh and FLAGS.workdir:
         cli.fail("--fresh picks a new folder under runs/; drop it or --workdir")
     try:
-        validate(c)
+        s = settings(c)
     except ValueError as e:
         cli.fail(str(e))
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
@@ -50,7 +50,7 @@ def main(argv):
         cli.fail("--fresh names the folder by each process's clock; in a multi-process run pass one --workdir")
     spec = config_flags.get_config_filename(FLAGS["config"])
     workdir = FLAGS.workdir or cli.default_workdir(spec, c, fresh=FLAGS.fresh)
-    last = cli.run_training(c, workdir, overwrite=FLAGS.overwrite)
+    last = cli.run_training(s, workdir, overwrite=FLAGS.overwrite)
     if jax.process_index() == 0:
         print(cli.run_summary(workdir, last), flush=True)
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from sepo_jax import parallel
-from sepo_jax.config import default_config, validate
+from sepo_jax.config import default_config, settings, validate
 
 SFT_STEPS, SEPO_STEPS = 2, 2
 
@@ -33,7 +33,7 @@ def train(c, mesh, sft_steps: int = SFT_STEPS, sepo_steps: int = SEPO_STEPS):
     """(final state, metrics of every step as {'<step>/<name>': array}) of config `c` on `mesh`."""
     from sepo_jax.rl import trainer
 
-    setup, params, frozen = trainer.build(c, mesh)
+    setup, params, frozen = trainer.build(settings(c), mesh)
     state, frozen = trainer.init_state(setup, params), trainer.place_frozen(setup, frozen)
     sft_step, sepo_step = trainer.make_sft_step(setup), trainer.make_sepo_step(setup)
     metrics = {}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sepo_jax.config import settings
 from sepo_jax import games
 from sepo_jax.games import ChatRenderer
 from sepo_jax.games.base import INTRO, STATE
@@ -157,7 +158,7 @@ def test_rollout_log_probs_are_what_the_update_recomputes():
     actions (negotiation v2: 125 actions, so every decision runs 250 branch tokens)."""
     from sepo_jax.rl import rollout, trainer
 
-    t, params, frozen = trainer.build(_tiny_chat("negotiation_v2"))
+    t, params, frozen = trainer.build(settings(_tiny_chat("negotiation_v2")))
     lay = t.layout
 
     @jax.jit
@@ -183,7 +184,7 @@ def test_the_strategy_read_out_is_the_policy_the_rollout_plays():
 
     c = _tiny_chat("kuhn")
     c.compact_prompt = False
-    t, params, frozen = trainer.build(c)
+    t, params, frozen = trainer.build(settings(c))
     ids, mask, legal, rows, decision = t.readout
     tokens = lambda i, m, end: tuple(np.asarray(i)[: end + 1][np.asarray(m)[: end + 1]])  # noqa: E731
     ends = t.renderer.ends
@@ -210,7 +211,7 @@ def test_microbatched_conversation_update_gives_the_same_loss_and_gradients():
     from sepo_jax.rl import rollout, trainer
 
     c = _tiny_chat("ipd")
-    t, params, frozen = trainer.build(c)
+    t, params, frozen = trainer.build(settings(c))
     lay = t.layout
     traj = jax.jit(lambda p, f, k: rollout.rollout(t.game, t.renderer, t.policy.learner(p, f), jnp.asarray(lay.opponent),
                                                    jnp.asarray(lay.seat), k))(params, frozen, jax.random.key(0))
@@ -238,7 +239,7 @@ def test_a_conversation_run_trains_checkpoints_and_evaluates(game, tmp_path):
 
     c = _tiny_chat(game)
     c.sft.steps, c.steps = 2, 2
-    last = loop.run(c, str(tmp_path), progress=False)
+    last = loop.run(settings(c), str(tmp_path), progress=False)
     assert set(CONTRACT_KEYS) <= set(last) and all(np.isfinite(v) for v in last.values())
-    episodes = trainer.make_layout(games.make(game), c).opponent.shape[0]
+    episodes = trainer.make_layout(games.make(game), settings(c)).opponent.shape[0]
     assert last["unfinished_episodes"] == 0 and last["update_rows"] == episodes  # one conversation per episode

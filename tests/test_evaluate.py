@@ -10,6 +10,7 @@ import pytest
 from absl import app
 from tensorboardX.proto import event_pb2
 
+from sepo_jax.config import settings
 from sepo_jax import evaluate
 from sepo_jax.rl import loop
 
@@ -23,11 +24,11 @@ def run_dir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
-        loop.run(tiny(), str(workdir), progress=False)
+        loop.run(settings(tiny()), str(workdir), progress=False)
     (workdir / "console.log").write_text(console.getvalue())
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
-        last = loop.run(tiny(), str(workdir), progress=False)
+        last = loop.run(settings(tiny()), str(workdir), progress=False)
     (workdir / "rerun.json").write_text(json.dumps({"stdout": console.getvalue(), "last": last}))
     return workdir
 

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sepo_jax import cli, workdir as workdir_lib
-from sepo_jax.config import default_config
+from sepo_jax.config import default_config, settings
 from sepo_jax.rl import loop
 from test_parallel import _free_port
 from test_trainer import read, tiny
@@ -108,10 +108,10 @@ def damage(step_dir):
 
 def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_previous(tmp_path, capfd):
     c = tiny()  # 2 SFT + 3 SEPO steps, a checkpoint after each
-    loop.run(c, str(tmp_path), progress=False)
+    loop.run(settings(c), str(tmp_path), progress=False)
     before = read(tmp_path / "metrics.jsonl")
     damage(tmp_path / "checkpoints" / "5")
-    loop.run(c, str(tmp_path), progress=False)
+    loop.run(settings(c), str(tmp_path), progress=False)
     err = capfd.readouterr().err
     assert "checkpoint step 5" in err and "resuming from step 4" in err
     assert (tmp_path / "damaged_checkpoints" / "5").is_dir()
@@ -122,19 +122,19 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes_from_the
 def test_no_restorable_checkpoint_is_a_clear_error_that_moves_nothing(tmp_path):
     c = tiny(steps=1)
     c.sft.steps = 1
-    loop.run(c, str(tmp_path), progress=False)
+    loop.run(settings(c), str(tmp_path), progress=False)
     with pytest.raises(ValueError, match="seed: 0 in the run, 7 now"):  # refused before any compute
-        loop.run(tiny(steps=1, seed=7), str(tmp_path), progress=False)
+        loop.run(settings(tiny(steps=1, seed=7)), str(tmp_path), progress=False)
     for step in (1, 2):
         damage(tmp_path / "checkpoints" / str(step))
     with pytest.raises(RuntimeError, match="no checkpoint .* restores"):
-        loop.run(c, str(tmp_path), progress=False)
+        loop.run(settings(c), str(tmp_path), progress=False)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
     # --overwrite clears the run's files (any config may start there then), and nothing else
     (tmp_path / "notes.txt").write_text("mine")
     other = tiny(steps=1, seed=7)
     other.sft.steps = 1
-    loop.run(other, str(tmp_path), progress=False, overwrite=True)
+    loop.run(settings(other), str(tmp_path), progress=False, overwrite=True)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"] and (tmp_path / "notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 7
     assert [r["step"] for r in read(tmp_path / "metrics.jsonl")] == [2]
@@ -215,7 +215,7 @@ def test_a_second_run_on_a_busy_workdir_stops_at_once_naming_the_holder(tmp_path
     holder.acquire()  # another run's lock (flock conflicts between open files, even in one process)
     try:
         with pytest.raises(workdir_lib.WorkdirError, match=f"in use by another training run \\(pid {os.getpid()} on "):
-            loop.run(tiny(), str(tmp_path), progress=False)
+            loop.run(settings(tiny()), str(tmp_path), progress=False)
         assert os.listdir(tmp_path) == ["run.lock"]  # refused before anything was written
     finally:
         holder.release()
@@ -253,7 +253,7 @@ def test_settings_that_cannot_work_are_refused_naming_the_key_before_anything_is
     group, _, leaf = key.rpartition(".")
     (c[group] if group else c)[leaf] = value
     with pytest.raises(ValueError, match=f"^config\\.{key}: must be"):
-        loop.run(c, str(tmp_path / "run"), progress=False)
+        loop.run(settings(c), str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -263,7 +263,7 @@ def test_mesh_and_model_source_errors_leave_no_workdir_behind(tmp_path, key, val
     group, _, leaf = key.rpartition(".")
     c[group][leaf] = value
     with pytest.raises((ValueError, OSError)):
-        loop.run(c, str(tmp_path / "run"), progress=False)
+        loop.run(settings(c), str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -327,9 +327,9 @@ def jax_copy(tree):
 def test_the_resume_guard_reads_the_config_saved_with_the_checkpoints_when_config_json_is_lost(tmp_path):
     small_checkpoints(tmp_path / "checkpoints", [{"w": jnp.ones(4)}], tiny())  # a run's checkpoint, no config.json
     with pytest.raises(ValueError, match="different config.*game: 'kuhn' in the run, 'leduc' now"):
-        loop.run(tiny("leduc"), str(tmp_path), progress=False)
+        loop.run(settings(tiny("leduc")), str(tmp_path), progress=False)
     with pytest.raises(ValueError, match="seed: 0 in the run, 7 now"):
-        loop.run(tiny(seed=7), str(tmp_path), progress=False)
+        loop.run(settings(tiny(seed=7)), str(tmp_path), progress=False)
     assert sorted(os.listdir(tmp_path)) == ["checkpoints", "run.lock"]  # config.json not rewritten
     loop.check_existing_run(tiny(steps=9), str(tmp_path))  # a resumable change passes
 
@@ -340,10 +340,10 @@ def test_metrics_without_a_checkpoint_are_never_overwritten_silently(tmp_path, c
     (tmp_path / "config.json").write_text(tiny("leduc").to_json())  # checkpoints deleted, then another game
     with pytest.raises(workdir_lib.WorkdirError, match="no checkpoint to resume from.*game: 'leduc' in the run, "
                                                        "'kuhn' now.*--overwrite"):
-        loop.run(tiny(), str(tmp_path), progress=False)
+        loop.run(settings(tiny()), str(tmp_path), progress=False)
     (tmp_path / "config.json").unlink()
     with pytest.raises(workdir_lib.WorkdirError, match="no config.json says which run wrote them.*--overwrite"):
-        loop.run(tiny(), str(tmp_path), progress=False)
+        loop.run(settings(tiny()), str(tmp_path), progress=False)
     assert (tmp_path / "metrics.jsonl").read_text() == metrics
     # the same config's metrics, killed before its first checkpoint: restarting from step 0 is a resume, said aloud
     (tmp_path / "config.json").write_text(tiny().to_json())
@@ -356,7 +356,7 @@ def test_a_read_only_workdir_is_refused_before_anything_runs(tmp_path):
     tmp_path.chmod(0o500)
     try:
         with pytest.raises(workdir_lib.WorkdirError, match="not writable"):
-            loop.run(tiny(), str(tmp_path), progress=False)
+            loop.run(settings(tiny()), str(tmp_path), progress=False)
     finally:
         tmp_path.chmod(0o700)
 
@@ -405,19 +405,19 @@ def test_os_errors_and_a_full_disk_are_one_line_naming_the_path_and_what_to_do(t
 
     monkeypatch.setattr(loop, "run", raise_(full))
     with pytest.raises(SystemExit) as exit_:
-        cli.run_training(tiny(), str(tmp_path))
+        cli.run_training(settings(tiny()), str(tmp_path))
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"sepo_jax: error: {cli.os_error_line(full, str(tmp_path))}\n"
     monkeypatch.setattr(loop, "run", raise_(ValueError("a bug mid-training")))
     with pytest.raises(ValueError, match="a bug mid-training"):  # not a user error: the traceback stays
-        cli.run_training(tiny(), str(tmp_path))
+        cli.run_training(settings(tiny()), str(tmp_path))
 
     def bug_before_start(*args, **kwargs):
         raise RuntimeError("Fetching value for `jax.Array` that spans non-addressable devices")
 
     monkeypatch.setattr(loop, "run", bug_before_start)
     with pytest.raises(RuntimeError, match="non-addressable"):  # a bug in setup keeps its traceback too
-        cli.run_training(tiny(), str(tmp_path))
+        cli.run_training(settings(tiny()), str(tmp_path))
 
 
 def test_a_step_that_needs_more_memory_than_the_device_has_stops_naming_the_keys(monkeypatch):

@@ -221,7 +221,7 @@ def test_lora_starts_as_the_base_model_and_merges_out_of_export(tiny, tok, tmp_p
 @pytest.mark.parametrize("lora_rank", [pytest.param(4, marks=pytest.mark.slow), 0])  # LoRA: slow suite (time)
 def test_a_sepo_step_trains_a_tiny_gemma4(lora_rank, tok):
     """LoRA and full fine-tuning: the trainer takes the model object as it is."""
-    from sepo_jax.config import default_config
+    from sepo_jax.config import default_config, settings
     from sepo_jax.rl import trainer
 
     c = default_config("kuhn")
@@ -235,7 +235,7 @@ def test_a_sepo_step_trains_a_tiny_gemma4(lora_rank, tok):
     model = gemma4.Gemma4(config_from_hf(text), rngs=nnx.Rngs(0))
     if lora_rank:
         apply_lora(model, rank=lora_rank, rngs=nnx.Rngs(1))
-    setup, params, frozen = trainer.build(c, model=model, tokenizer=tok)
+    setup, params, frozen = trainer.build(settings(c), model=model, tokenizer=tok)
     variables = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
     assert variables and not any(isinstance(v, gemma4.Buffer) for v in variables)  # layer_scalar stays frozen
     state = trainer.start_sepo(trainer.init_state(setup, params))

@@ -1,6 +1,5 @@
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from sepo_jax.rl import grpo
 
@@ -22,8 +21,6 @@ def test_per_episode_and_unscaled():
     adv, _ = grpo.advantages(rew, "per_episode", scale_std=False)
     np.testing.assert_allclose(adv[0, :, 0], [-2.0, 2.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(adv[0, :, 0], adv[0, :, 1])
-    with pytest.raises(ValueError, match="config.grpo.advantage"):
-        grpo.advantages(rew, "per_token")
 
 
 def test_policy_loss_by_hand():
@@ -47,5 +44,4 @@ def test_kl_variants():
     np.testing.assert_allclose(grpo.kl_term(lp, ref, "k1"), d, rtol=1e-6)
     np.testing.assert_allclose(grpo.kl_term(lp, ref, "k3"), np.exp(-d) + d - 1, rtol=1e-6)
     np.testing.assert_allclose(grpo.kl_term(lp, ref, "one_sided"), np.maximum(d, 0), rtol=1e-6)
-    with pytest.raises(ValueError, match="config.grpo.kl"):
-        grpo.kl_term(lp, ref, "k9")
+    np.testing.assert_array_equal(grpo.kl_term(lp, ref, "none"), [0.0, 0.0])

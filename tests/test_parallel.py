@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from multihost_worker import SEPO_STEPS, SFT_STEPS, host_params, tiny_config, train
+from sepo_jax.config import settings
 from sepo_jax import parallel
 from sepo_jax.rl import trainer
 
@@ -84,7 +85,7 @@ def test_indivisible_batch_raises_before_compute(key, value, culprit):
         section, name = key.split(".")
         c[section][name] = value
     with pytest.raises(ValueError, match=rf"{culprit}.*not divisible by the 8 devices"):
-        trainer.build(c, mesh=parallel.make_mesh(2, 4))
+        trainer.build(settings(c), mesh=parallel.make_mesh(2, 4))
 
 
 def _free_port() -> int:
@@ -137,7 +138,7 @@ def test_conversation_steps_on_a_mesh_equal_one_device():
     c.prompt.format = "conversation"
 
     def gradient(mesh):
-        setup, params, frozen = trainer.build(c, mesh)
+        setup, params, frozen = trainer.build(settings(c), mesh)
         setup = dataclasses.replace(setup, rl_tx=optax.sgd(-1.0))  # params + gradient
         setup = dataclasses.replace(setup, shardings=parallel.logical_shardings(
             mesh, jax.eval_shape(lambda p: trainer._new_state(setup, p), params)))

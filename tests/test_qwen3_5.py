@@ -271,7 +271,7 @@ def test_lora_targets_both_layer_kinds_and_starts_as_the_identity():
 @pytest.mark.parametrize("lora_rank", [pytest.param(2, marks=pytest.mark.slow), 0])  # LoRA: slow suite (time)
 def test_sepo_step_trains_a_tiny_qwen3_5(lora_rank, tok):
     """LoRA and full fine-tuning: the trainer takes the model object as it is."""
-    from sepo_jax.config import default_config
+    from sepo_jax.config import default_config, settings
     from sepo_jax.rl import trainer
 
     c = default_config("kuhn")
@@ -287,7 +287,7 @@ def test_sepo_step_trains_a_tiny_qwen3_5(lora_rank, tok):
     model = Qwen35Decoder(cfg, rngs=nnx.Rngs(0))
     if lora_rank:
         lora.apply_lora(model, rank=lora_rank, rngs=nnx.Rngs(1))
-    setup, params, frozen = trainer.build(c, model=model, tokenizer=tok)
+    setup, params, frozen = trainer.build(settings(c), model=model, tokenizer=tok)
     state = trainer.start_sepo(trainer.init_state(setup, params))
     state, metrics = trainer.make_sepo_step(setup)(state, frozen)
     assert np.isfinite(float(metrics["loss"]))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sepo_jax import games
-from sepo_jax.config import default_config
+from sepo_jax.config import default_config, settings
 from sepo_jax.rl import rollout
 from sepo_jax.rl.trainer import make_layout
 
@@ -18,7 +18,7 @@ def test_layout_groups_every_pool_opponent_and_the_best_response():
     game = games.make("kuhn")
     c = default_config("kuhn")
     c.rollout.group_size, c.rollout.groups_per_opponent, c.rollout.learner_seat = 3, 2, -1
-    lay = make_layout(game, c)
+    lay = make_layout(game, settings(c))
     per_group = lay.opponent.reshape(-1, 3)
     assert (per_group == per_group[:, :1]).all()  # one opponent per group
     names = [game.opponent_names[i] if i < game.tabular_id else "BR" for i in per_group[:, 0]]
@@ -72,7 +72,7 @@ def test_shared_prefill_equals_every_copy():
 
     c = tiny()
     c.rollout.group_size = 4
-    t, params, frozen = trainer.build(c)
+    t, params, frozen = trainer.build(settings(c))
     lay = t.layout
     learner = t.policy.learner(params, frozen)
     grouped = []

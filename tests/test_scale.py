@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sepo_jax import parallel, scale
-from sepo_jax.config import default_config, validate
+from sepo_jax.config import default_config, settings, validate
 
 
 def test_constant_bytes_counts_a_closed_over_array():
@@ -25,7 +25,7 @@ def test_sepo_step_of_a_135m_lora_model_embeds_no_weights():
     c.rollout.group_size, c.rollout.groups_per_opponent = 2, 1
     validate(c)
     shape = scale.model_config("smollm2-135m", c)
-    _, (_, frozen), lowered = scale.lower_sepo_step(c, shape, parallel.make_mesh(1))
+    _, (_, frozen), lowered = scale.lower_sepo_step(settings(c), shape, parallel.make_mesh(1))
     frozen_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(frozen))
     assert frozen_bytes > 100 * 2**20  # the base weights are there, as arguments
     assert scale.constant_bytes(lowered) < 2**20

@@ -9,16 +9,15 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from sepo_jax import games
-from sepo_jax.rl import grpo, rollout, sepo
+from sepo_jax.rl import grpo, metrics, rollout, sepo
 from sepo_jax.rl.trainer import make_layout
-from sepo_jax.config import default_config
+from sepo_jax.config import default_config, settings
 
 GAME = games.make("kuhn")
-LAM = sepo.Lambdas(e=1.5, c=2.4, x=0.0, scale=1.5)
-NO_PENALTY = sepo.Lambdas(e=0.0, c=0.0, x=0.0, scale=1.5)
+LAM = metrics.Lambdas(e=1.5, c=2.4, x=0.0, scale=1.5)
+NO_PENALTY = metrics.Lambdas(e=0.0, c=0.0, x=0.0, scale=1.5)
 N = 4
 
 
@@ -29,7 +28,7 @@ TABLE = jnp.asarray(np.random.default_rng(0).dirichlet([2, 2], size=12), jnp.flo
 def _player(credit, groups_per_opponent):
     c = default_config("kuhn")
     c.sepo.credit, c.rollout.group_size, c.rollout.groups_per_opponent = credit, N, groups_per_opponent
-    lay = make_layout(GAME, c)
+    lay = make_layout(GAME, settings(c))
     learner = rollout.opponent_learner(GAME, jnp.full(lay.opponent.shape, GAME.tabular_id), TABLE)
     run = jax.jit(lambda k: rollout.rollout(GAME, _NullRenderer(), learner, jnp.asarray(lay.opponent),
                                             jnp.asarray(lay.seat), k, TABLE))
@@ -88,12 +87,10 @@ def test_auxiliary_penalty_has_zero_expected_gradient_while_credited_moves():
 def test_credited_rewards_by_pool():
     traj, pool, _ = play("credited", 1, seed=3)
     rew, trains = sepo.rewards(traj, pool, "credited", LAM, N)
-    mine, _ = sepo.seat_payoffs(traj)
+    mine, _ = metrics.seat_payoffs(traj)
     train, exploit, coll = np.asarray(pool == 0), np.asarray(pool == 1), np.asarray(pool == 2)
     np.testing.assert_allclose(rew[train], 1.5 * mine[train], rtol=1e-6)
-    e = np.asarray(sepo.episode_exploit(traj))
+    e = np.asarray(metrics.episode_exploit(traj))
     np.testing.assert_allclose(rew[exploit], np.repeat(-1.5 * 1.5 * e[exploit][:, None], rew.shape[1], 1), rtol=1e-6)
     np.testing.assert_allclose(rew[coll][:, 0], -2.4 * np.asarray(traj.collusion)[coll], rtol=1e-6)
     assert bool(trains.all())
-    with pytest.raises(ValueError, match="config.sepo.credit"):
-        sepo.rewards(traj, pool, "sometimes", LAM, N)

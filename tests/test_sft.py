@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sepo_jax import games
-from sepo_jax.config import default_config, validate
+from sepo_jax.config import default_config, settings, validate
 from sepo_jax.equilibrium import best_response
 from sepo_jax.rl import readout, sft, trainer
 
@@ -30,7 +30,7 @@ def test_demonstrators_are_drawn_in_the_papers_proportions():
 
 def test_expert_targets_are_distributions_on_the_legal_actions():
     game = games.make("ipd")
-    t, _, _ = trainer.build(tiny("ipd"))
+    t, _, _ = trainer.build(settings(tiny("ipd")))
     num = 16
     expert = sft.demonstrator_ids(game, jax.random.key(1), num)
     opponent = jnp.full(num, game.opponent_id("TitForTat"), jnp.int32)
@@ -72,7 +72,7 @@ def test_demonstrator_warm_start_learns_the_mixtures_marginal():
     c.model.hidden_size, c.model.num_layers, c.model.num_heads, c.model.intermediate_size = 64, 2, 4, 192
     c.rollout.learner_seat = 0
     c.sft.expert, c.sft.steps, c.sft.episodes = "demonstrators", 400, 64
-    t, params, frozen = trainer.build(c)
+    t, params, frozen = trainer.build(settings(c))
     want = _mixture_marginal(t.game, list(t.game.demonstrators), list(t.game.demonstrators.values()))
     state, step = trainer.init_state(t, params), trainer.make_sft_step(t)
     for _ in range(c.sft.steps):
@@ -95,7 +95,7 @@ def test_evaluation_payoff_matches_the_exact_value_of_the_read_out_strategy():
     opponent equals the exact value of the model's read-out table against that opponent's table."""
     c = tiny(num_hands=1)
     c.rollout.learner_seat = 0
-    t, params, frozen = trainer.build(c)
+    t, params, frozen = trainer.build(settings(c))
     game = t.game
     learner = np.asarray(trainer.strategy(t, params, frozen))
     states, mover, rows = readout.infoset_states(game)

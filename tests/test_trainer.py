@@ -4,13 +4,14 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from sepo_jax import parallel
-from sepo_jax.config import default_config, validate
+from sepo_jax.config import default_config, settings, validate
 from sepo_jax.rl import loop, trainer
 from sepo_jax.rl.loop import CONTRACT_KEYS
 
@@ -37,12 +38,12 @@ def read(path):
 
 def test_metrics_follow_the_contract_and_resume_continues_the_same_trajectory(tmp_path):
     c = tiny()
-    full = loop.run(c, str(tmp_path / "full"), progress=False)
+    full = loop.run(settings(c), str(tmp_path / "full"), progress=False)
     assert {*CONTRACT_KEYS, "nash_conv"} <= set(full)
     c_half = tiny()
     c_half.steps = 1
-    loop.run(c_half, str(tmp_path / "resumed"), progress=False)  # stops after step 3, the first SEPO step
-    loop.run(c, str(tmp_path / "resumed"), progress=False)  # the same command again: resumes
+    loop.run(settings(c_half), str(tmp_path / "resumed"), progress=False)  # stops after step 3, the first SEPO step
+    loop.run(settings(c), str(tmp_path / "resumed"), progress=False)  # the same command again: resumes
     a, b = read(tmp_path / "full" / "metrics.jsonl"), read(tmp_path / "resumed" / "metrics.jsonl")
     assert [r["step"] for r in b] == [3, 4, 5]  # steps 1-2 are the warm start
     for x, y in zip(a, b):
@@ -54,7 +55,7 @@ def test_metrics_follow_the_contract_and_resume_continues_the_same_trajectory(tm
 def test_warm_start_lowers_nash_conv():
     c = tiny(steps=0)
     c.sft.steps = 40  # the learning-rate schedule spans the warm start
-    setup, params, frozen = trainer.build(c)
+    setup, params, frozen = trainer.build(settings(c))
     state, step = trainer.init_state(setup, params), trainer.make_sft_step(setup)
     first = last = None
     for i in range(40):
@@ -86,15 +87,66 @@ def test_nonfinite_updates_are_skipped():
         ("rollout.group_size", 1, "rollout.group_size"),
         ("sepo.credit", "exact", "exact"),
         ("grpo.kl", "k7", "grpo.kl"),
+        ("grpo.advantage", "per_token", "grpo.advantage"),
+        ("sepo.credit", "sometimes", "sepo.credit"),
+        ("sepo.pools", ("train", "exploit", "train"), "sepo.pools: names a pool twice"),
+        ("model.remat", "some", "model.remat"),
+        ("rollout.reasoning_suffix", 3, "rollout.reasoning_suffix: must be a string"),
+        ("grpo.scale_std", "yes", "grpo.scale_std: must be True or False"),
         ("steps", -1, "config.steps"),
     ],
 )
 def test_bad_config_values_name_the_key(key, value, match):
-    c = default_config("ipd")
+    d = default_config("ipd").to_dict()  # a plain dict, as a config.json read back: no ConfigDict type checks
     group, _, leaf = key.rpartition(".")
-    (c[group] if group else c)[leaf] = value
+    (d[group] if group else d)[leaf] = value
+    c = ml_collections.ConfigDict(d)
     with pytest.raises(ValueError, match=match):
         validate(c)
+
+
+def test_settings_are_typed_frozen_and_the_only_config_the_steps_take():
+    c = default_config("kuhn")
+    c.grpo.beta = 1  # an int where a float is meant
+    s = settings(c)
+    assert isinstance(s.grpo.beta, float) and s.sepo.pools == ("train", "exploit", "collusive")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.grpo.beta = 0.5
+    assert s.replace(**{"grpo.beta": 0.5}).grpo.beta == 0.5 and s.grpo.beta == 1.0
+    assert json.loads(s.to_json()) == json.loads(c.to_json())  # what a workdir's config.json holds
+    with pytest.raises(TypeError, match="config.settings"):
+        trainer.build(c)
+    from sepo_jax import settings as settings_lib
+
+    d = c.to_dict()
+    d["grpo"]["betta"] = 0.1
+    with pytest.raises(ValueError, match="config.grpo.betta: unknown"):
+        settings_lib.from_dict(d)
+    del d["grpo"]["betta"], d["sft"]["warmup"]
+    with pytest.raises(ValueError, match="config.sft.warmup: missing"):
+        settings_lib.from_dict(d)
+
+
+def test_the_steps_never_read_the_raw_config_and_config_imports_no_step():
+    """rl/ and games/ read typed settings only; config.py (the edge) imports neither (no import cycle)."""
+    import ast
+    import pathlib
+
+    import sepo_jax
+
+    root = pathlib.Path(sepo_jax.__file__).parent
+
+    def imports(path):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                yield ("." * node.level) + (node.module or "")
+            elif isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+
+    for path in [*(root / "rl").glob("*.py"), *(root / "games").glob("*.py")]:
+        found = list(imports(path))
+        assert not any("ml_collections" in n or n.endswith("config") for n in found), (path, found)
+    assert not any("rl" in n.split(".") for n in imports(root / "config.py"))
 
 
 def test_cli_rejects_an_unknown_key_before_compute(tmp_path):
@@ -112,7 +164,7 @@ def test_cli_rejects_an_unknown_key_before_compute(tmp_path):
 def test_every_game_trains_and_logs_the_contract(game, tmp_path):
     c = tiny(game, steps=2)
     c.sft.steps = 1
-    last = loop.run(c, str(tmp_path), progress=False)
+    last = loop.run(settings(c), str(tmp_path), progress=False)
     assert set(CONTRACT_KEYS) <= set(last) and all(np.isfinite(v) for v in last.values())
     assert last["unfinished_episodes"] == 0
     if game == "leduc":
@@ -124,7 +176,7 @@ def test_reasoning_responses_are_rescored_as_sampled():
 
     c = tiny()
     c.rollout.reasoning_budget = 3
-    t, params, frozen = trainer.build(c)
+    t, params, frozen = trainer.build(settings(c))
     lay = t.layout
 
     @jax.jit
@@ -180,7 +232,7 @@ def test_shared_takes_the_same_steps_as_reward_only_while_credited_does_not():
         c.grpo.learning_rate = 1e-2
         c.sepo.credit = credit
         c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x = lambdas
-        setup, params, frozen = trainer.build(c)
+        setup, params, frozen = trainer.build(settings(c))
         state, step = trainer.start_sepo(trainer.init_state(setup, params)), trainer.make_sepo_step(setup)
         for _ in range(c.steps):
             state, _ = step(state, frozen)
@@ -220,7 +272,7 @@ def test_shared_prompt_scoring_gives_the_gradients_of_scoring_every_decision():
         c = tiny(steps=1)
         c.grpo.share_prompts = share
         c.rollout.common_chance = True  # a group's hands share their deals: many prompts coincide
-        setup, params, frozen = trainer.build(c)
+        setup, params, frozen = trainer.build(settings(c))
         setup = dataclasses.replace(setup, rl_tx=optax.sgd(-1.0))  # params + gradient
         setup = dataclasses.replace(setup, shardings=jax.tree.map(  # one device: all replicated
             lambda _: parallel.replicated(setup.mesh), jax.eval_shape(lambda p: trainer._new_state(setup, p), params)))
@@ -244,7 +296,7 @@ def test_microbatched_update_equals_the_whole_batch():
     def after(m):
         c = tiny(steps=1)
         c.grpo.learning_rate, c.grpo.microbatches = 1e-2, m
-        setup, params, frozen = trainer.build(c)
+        setup, params, frozen = trainer.build(settings(c))
         state, step = trainer.start_sepo(trainer.init_state(setup, params)), trainer.make_sepo_step(setup)
         state, metrics = step(state, frozen)
         return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]), metrics
@@ -256,7 +308,7 @@ def test_microbatched_update_equals_the_whole_batch():
     c = tiny()
     c.grpo.microbatches = 5
     with pytest.raises(ValueError, match="grpo.microbatches=5 does not divide"):
-        trainer.build(c)
+        trainer.build(settings(c))
 
 
 def test_bfloat16_step_tracks_the_float32_step():
@@ -266,7 +318,7 @@ def test_bfloat16_step_tracks_the_float32_step():
     def run(dtype):
         c = tiny(steps=1)
         c.model.dtype = dtype
-        setup, params, frozen = trainer.build(c)
+        setup, params, frozen = trainer.build(settings(c))
         assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # master weights
         table = np.asarray(trainer.strategy(setup, params, frozen))
         state = trainer.init_state(setup, params)

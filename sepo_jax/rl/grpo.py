@@ -3,7 +3,8 @@
 Rewards arrive as [G, n, R] (G groups of n episodes, R rounds). `per_round` normalises each round
 across the group (the paper); `per_episode` normalises the episodes' summed rewards. Groups whose
 std is below `EPS_STD` get advantage 0 and are counted. Losses are returned as (sum, count) pairs so
-gradient accumulation and multi-device reduction are exact.
+gradient accumulation and multi-device reduction are exact. Modes are the settings' (`settings.py`),
+validated where the config is read.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-ADVANTAGE_MODES = ("per_round", "per_episode")
-KL_MODES = ("one_sided", "k1", "k3", "none")
-AGGREGATIONS = ("seq_mean", "token_mean")
 EPS_STD = 1e-6
+_ROUND_REWARDS = {"per_round": lambda rew: rew,
+                  "per_episode": lambda rew: jnp.broadcast_to(rew.sum(-1, keepdims=True), rew.shape)}
+_KL = {
+    "one_sided": lambda d: jnp.maximum(0.0, d),  # the paper's beta * max(0, log pi - log pi_ref)
+    "k1": lambda d: d,
+    "k3": lambda d: jnp.exp(-d) + d - 1.0,
+    "none": jnp.zeros_like,
+}
 
 
 def advantages(rew: jax.Array, mode: str = "per_round", scale_std: bool = True):
     """rew [G, n, R] -> (advantages [G, n, R], zero-variance share of (group, round) cells)."""
-    if mode == "per_episode":
-        rew = jnp.broadcast_to(rew.sum(-1, keepdims=True), rew.shape)
-    elif mode != "per_round":
-        raise ValueError(f"config.grpo.advantage must be one of {ADVANTAGE_MODES}, got {mode!r}")
+    rew = _ROUND_REWARDS[mode](rew)
     mean = rew.mean(1, keepdims=True)
     std = rew.std(1, keepdims=True)
     flat = std < EPS_STD
@@ -34,16 +37,7 @@ def advantages(rew: jax.Array, mode: str = "per_round", scale_std: bool = True):
 
 def kl_term(logp: jax.Array, ref_logp: jax.Array, mode: str) -> jax.Array:
     """Per-sample KL estimate of the policy from the reference, from the sampled action's log-probs."""
-    d = logp - ref_logp
-    if mode == "one_sided":  # the paper's beta * max(0, log pi - log pi_ref)
-        return jnp.maximum(0.0, d)
-    if mode == "k1":
-        return d
-    if mode == "k3":
-        return jnp.exp(-d) + d - 1.0
-    if mode == "none":
-        return jnp.zeros_like(d)
-    raise ValueError(f"config.grpo.kl must be one of {KL_MODES}, got {mode!r}")
+    return _KL[mode](logp - ref_logp)
 
 
 def policy_loss(logp, old_logp, ref_logp, adv, weight, *, clip_eps: float, clip_eps_high: float, beta: float,

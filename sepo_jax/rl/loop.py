@@ -30,14 +30,13 @@ import sys
 import time
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 from .. import workdir as workdir_lib
-from ..config import validate
 from ..errors import CheckpointError, MemoryBudgetError, WorkdirError
 from ..progress import Progress, duration, fields
+from ..settings import Settings
 from . import trainer
 
 CONTRACT_KEYS = ("step", "payoff", "exploit_pool_advantage", "collusion", "externality", "safety", "kl", "loss")
@@ -92,7 +91,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_diff(saved_json: str, c: ml_collections.ConfigDict) -> list[str]:
+def config_diff(saved_json: str, c: Settings) -> list[str]:
     """`key: old in the run, new now` for every key outside RESUMABLE_KEYS where `c` differs from a saved config."""
     old, new = _flat(json.loads(saved_json)), _flat(json.loads(c.to_json()))
     missing = "<absent>"
@@ -100,7 +99,7 @@ def config_diff(saved_json: str, c: ml_collections.ConfigDict) -> list[str]:
             if k not in RESUMABLE_KEYS and old.get(k, missing) != new.get(k, missing)]
 
 
-def check_resume_config(saved_json: str, c: ml_collections.ConfigDict, workdir: str) -> None:
+def check_resume_config(saved_json: str, c: Settings, workdir: str) -> None:
     """Raise if `c` differs from the config a workdir's checkpoints were trained with in any key
     outside RESUMABLE_KEYS."""
     diff = config_diff(saved_json, c)
@@ -142,7 +141,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict, workdir: str) -
     return target
 
 
-def save_checkpoint(manager: ocp.CheckpointManager, step: int, state, c: ml_collections.ConfigDict) -> None:
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state, c: Settings) -> None:
     """Save `state` as checkpoint `step` (asynchronously) with its record, which orbax commits together
     with the arrays: the config that defines the trajectory (so a resume is checked even when
     config.json is lost) and a checksum of every array (so flipped bytes are caught on restore)."""
@@ -151,7 +150,7 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state, c: ml_coll
     manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=record)
 
 
-def check_existing_run(c: ml_collections.ConfigDict, workdir: str, *, announce: bool = True) -> None:
+def check_existing_run(c: Settings, workdir: str, *, announce: bool = True) -> None:
     """Raise, before anything is written, when `workdir` holds a run that `c` would not continue: its
     checkpoints were trained with a config that differs in a trajectory key (read from the newest
     checkpoint's record, else config.json), or it holds metrics but no checkpoint and no config.json
@@ -178,7 +177,7 @@ def check_existing_run(c: ml_collections.ConfigDict, workdir: str, *, announce: 
               "starting again from step 0 (the same trajectory rewrites them)", file=sys.stderr, flush=True)
 
 
-def _prepare_workdir(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, overwrite: bool) -> None:
+def _prepare_workdir(c: Settings, workdir: str, lock: workdir_lib.Lock, overwrite: bool) -> None:
     """Checks that read only, before the model is built: the path can hold a run, no other run holds
     an existing workdir (refused at once), and the run there is one `c` continues."""
     workdir_lib.check_usable(workdir)
@@ -188,7 +187,7 @@ def _prepare_workdir(c: ml_collections.ConfigDict, workdir: str, lock: workdir_l
         check_existing_run(c, workdir, announce=False)
 
 
-def _open_workdir(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, overwrite: bool) -> None:
+def _open_workdir(c: Settings, workdir: str, lock: workdir_lib.Lock, overwrite: bool) -> None:
     """Once the config and the model are known good: create and lock the workdir (process 0, which alone
     writes the shared files), clear the run's files (`overwrite`) or check again under the lock."""
     if jax.process_index() == 0:
@@ -256,12 +255,12 @@ def _host(metrics: dict) -> dict:
     return {k: float(np.asarray(v.addressable_data(0) if isinstance(v, jax.Array) else v)) for k, v in metrics.items()}
 
 
-def _checkpointer(workdir: str, c) -> ocp.CheckpointManager:
+def _checkpointer(workdir: str, c: Settings) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=c.keep_checkpoints, enable_async_checkpointing=True)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
 
-def run(c: ml_collections.ConfigDict, workdir: str, *, progress: bool | None = None, overwrite: bool = False,
+def run(c: Settings, workdir: str, *, progress: bool | None = None, overwrite: bool = False,
         on_ready=None) -> dict:
     """Train to step `c.sft.steps + c.steps` in `workdir`; returns the last logged metrics (on a run
     found complete, the last line of its metrics.jsonl).
@@ -272,7 +271,6 @@ def run(c: ml_collections.ConfigDict, workdir: str, *, progress: bool | None = N
     are checked and restored, before the steps are compiled (the CLI reports a ValueError raised before it
     as one line). `progress`: a progress bar (True), plain lines (False) or a bar when stdout is a terminal
     (None)."""
-    validate(c)
     lock = workdir_lib.Lock(workdir)
     try:
         _prepare_workdir(c, workdir, lock, overwrite)
@@ -297,7 +295,7 @@ def _announce(workdir: str, step: int, sft_steps: int, total: int) -> str:
             f"({plan(sft_steps, total)})")
 
 
-def _run(c: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.Lock, progress: bool | None, overwrite: bool,
+def _run(c: Settings, workdir: str, lock: workdir_lib.Lock, progress: bool | None, overwrite: bool,
          on_ready) -> dict:
     setup, params, frozen = trainer.build(c)
     frozen = trainer.place_frozen(setup, frozen)

@@ -1,8 +1,10 @@
-"""SEPO's rewards: payoff minus penalties, credited to episodes according to `credit`.
+"""SEPO's objective as a chain of pure functions: rewards by credit mode -> group-relative advantages
+(`grpo.advantages`) -> pool weights -> the gradient mask; `advantages` composes them for a step.
 
-Slots come in groups of n episodes against one (pool, opponent) pair. Per-round rewards [E, R]:
+Slots come in groups of n episodes against one (pool, opponent) pair; pools are named (`Pool`). What
+each credit mode means is one row of `CREDIT` (docs/method.md §3):
 
-- `credited` (docs/method.md §3 item 3): each episode gets only what it produced, by pool. Train pool:
+- `credited` (§3 item 3): each episode gets only what it produced, by pool. Train pool:
   s*u_t - lambda_x*x; exploit pool: -lambda_e*s*e - lambda_x*x with e = max(0, mean opponent payoff -
   mean learner payoff) of that episode; collusive pool: -lambda_c*c of that episode.
 - `exact`: `credited`, with the exact best response to the current policy in the exploit pool.
@@ -12,66 +14,66 @@ Slots come in groups of n episodes against one (pool, opponent) pair. Per-round 
 - `auxiliary` (the paper's first design): train-pool episode i gets s*u_t minus the penalties of side
   episodes (exploit episode i mod N_e, collusive episode i mod N_c) and its own x; independent of
   its actions, so the penalty has zero expected gradient. Side episodes carry no gradient.
+
+Penalty terms, the scale s and e come from `metrics` (one definition each).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from sepo_jax import settings
+
+from . import grpo
+from .metrics import Lambdas, episode_exploit, rate, seat_payoffs
 from .rollout import Trajectory
 
-CREDIT_MODES = ("shared", "auxiliary", "credited", "exact")
-POOL_INDEX = {"train": 0, "exploit": 1, "collusive": 2, "shift": 3}
-TRAINING_POOLS = ("train", "exploit", "collusive")  # shift is for evaluation only
+
+class Pool(enum.IntEnum):
+    """The opponent pools; an episode slot carries its pool's value. `shift` is evaluated, never trained on."""
+
+    TRAIN = 0
+    EXPLOIT = 1
+    COLLUSIVE = 2
+    SHIFT = 3
+
+    @classmethod
+    def named(cls, name: str) -> Pool:
+        return cls[name.upper()]
 
 
-@struct.dataclass
-class Lambdas:
-    e: float
-    c: float
-    x: float
-    scale: float  # s = 3 / max_payoff
+assert tuple(p.name.lower() for p in Pool)[:3] == settings.TRAINING_POOLS
 
 
-def seat_payoffs(traj: Trajectory):
-    """Learner and opponent payoffs per round [E, R]."""
-    learner = jnp.take_along_axis(traj.payoffs, traj.seat[:, None, None], axis=2)[..., 0]
-    return learner, traj.payoffs.sum(-1) - learner
-
-
-def episode_exploit(traj: Trajectory):
-    """Per-episode exploit advantage e_r = max(0, mean opponent payoff - mean learner payoff)."""
-    mine, theirs = seat_payoffs(traj)
-    return jnp.maximum(0.0, theirs.mean(-1) - mine.mean(-1))
-
-
-def _masked_mean(x, m):
-    return jnp.where(m, x, 0.0).sum() / jnp.maximum(m.sum(), 1)
-
-
-def rewards(traj: Trajectory, pool: jax.Array, credit: str, lam: Lambdas, group_size: int):
-    """Per-round rewards [E, R] and the per-episode gradient weight mask [E] (side episodes 0)."""
-    if credit not in CREDIT_MODES:
-        raise ValueError(f"config.sepo.credit must be one of {CREDIT_MODES}, got {credit!r}")
+def _credited(traj: Trajectory, pool, lam: Lambdas, group_size: int):
     mine, _ = seat_payoffs(traj)
     e, c, x = episode_exploit(traj), traj.collusion, traj.externality
-    is_train, is_exploit, is_coll = pool == 0, pool == 1, pool == 2
-    payoff = lam.scale * mine
-    if credit in ("credited", "exact"):
-        per_episode = jnp.where(is_exploit, -lam.e * lam.scale * e - lam.x * x, jnp.where(is_coll, -lam.c * c, -lam.x * x))
-        rew = jnp.where(is_train[:, None], payoff, 0.0) + per_episode[:, None]
-        return rew, jnp.ones_like(is_train)
-    if credit == "shared":
-        group_x = x.reshape(-1, group_size).mean(-1).repeat(group_size)
-        penalty = lam.e * lam.scale * _masked_mean(e, is_exploit) + lam.c * _masked_mean(c, is_coll) + lam.x * group_x
-    else:  # auxiliary
-        idx = jnp.arange(pool.shape[0])
-        side_e = _nth(e, is_exploit, idx)
-        side_c = _nth(c, is_coll, idx)
-        penalty = lam.e * lam.scale * side_e + lam.c * side_c + lam.x * x
-    return payoff - penalty[:, None], is_train
+    per_episode = jnp.where(pool == Pool.EXPLOIT, -lam.exploit(e) - lam.externality(x),
+                            jnp.where(pool == Pool.COLLUSIVE, -lam.collusion(c), -lam.externality(x)))
+    rew = jnp.where((pool == Pool.TRAIN)[:, None], lam.payoff(mine), 0.0) + per_episode[:, None]
+    return rew, jnp.ones(pool.shape, bool)
+
+
+def _shared(traj: Trajectory, pool, lam: Lambdas, group_size: int):
+    mine, _ = seat_payoffs(traj)
+    group_x = traj.externality.reshape(-1, group_size).mean(-1).repeat(group_size)
+    penalty = (lam.exploit(rate(episode_exploit(traj), pool == Pool.EXPLOIT))
+               + lam.collusion(rate(traj.collusion, pool == Pool.COLLUSIVE)) + lam.externality(group_x))
+    return lam.payoff(mine) - penalty[:, None], pool == Pool.TRAIN
+
+
+def _auxiliary(traj: Trajectory, pool, lam: Lambdas, group_size: int):
+    mine, _ = seat_payoffs(traj)
+    idx = jnp.arange(pool.shape[0])
+    side_e = _nth(episode_exploit(traj), pool == Pool.EXPLOIT, idx)
+    side_c = _nth(traj.collusion, pool == Pool.COLLUSIVE, idx)
+    penalty = lam.exploit(side_e) + lam.collusion(side_c) + lam.externality(traj.externality)
+    return lam.payoff(mine) - penalty[:, None], pool == Pool.TRAIN
 
 
 def _nth(values, members, idx):
@@ -83,6 +85,40 @@ def _nth(values, members, idx):
     return jnp.where(count > 0, (hit * values[None, :]).sum(-1), 0.0)
 
 
-def pool_weights(pool: jax.Array, weights: tuple[float, float, float]):
-    """Per-episode weight of its pool, applied to advantages after group normalisation."""
-    return jnp.asarray(weights, jnp.float32)[pool]
+@dataclasses.dataclass(frozen=True)
+class Credit:
+    """What a credit mode means: its rewards `(traj, pool, lam, group_size) -> (per-round rewards [E, R],
+    which episodes carry gradient [E])`, and whether the exploit pool also plays the exact best response
+    to the current policy (the step's layout reads this)."""
+
+    rewards: Callable
+    best_response: bool = False
+
+
+CREDIT = {"shared": Credit(_shared), "auxiliary": Credit(_auxiliary), "credited": Credit(_credited),
+          "exact": Credit(_credited, best_response=True)}
+assert tuple(CREDIT) == settings.CREDIT_MODES
+
+
+def rewards(traj: Trajectory, pool: jax.Array, credit: str, lam: Lambdas, group_size: int):
+    """Per-round rewards [E, R] and the per-episode gradient mask [E] (side episodes 0) of `credit`."""
+    return CREDIT[credit].rewards(traj, pool, lam, group_size)
+
+
+def pool_weights(pool: jax.Array, lam: Lambdas) -> jax.Array:
+    """Per-episode weight of its pool (train 1, exploit lambda_e, collusive lambda_c), applied to advantages
+    after group normalisation."""
+    return jnp.stack([jnp.float32(1.0), jnp.float32(lam.e), jnp.float32(lam.c), jnp.float32(0.0)])[pool]
+
+
+def advantages(traj: Trajectory, pool: jax.Array, lam: Lambdas, group_size: int, sepo: settings.Sepo,
+               grpo_settings: settings.Grpo):
+    """The chain for one step: (advantages [E, R] of the episodes that carry gradient, 0 elsewhere, that
+    gradient mask [E], the share of zero-variance (group, round) cells)."""
+    rew, carries = rewards(traj, pool, sepo.credit, lam, group_size)
+    adv, zero_var = grpo.advantages(rew.reshape(-1, group_size, rew.shape[1]), grpo_settings.advantage,
+                                    grpo_settings.scale_std)
+    adv = adv.reshape(rew.shape)
+    if sepo.pool_weighting:
+        adv = adv * pool_weights(pool, lam)[:, None]
+    return adv * carries[:, None], carries, zero_var

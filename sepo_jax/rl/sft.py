@@ -19,7 +19,6 @@ from sepo_jax.games import ChatRenderer, Game, PromptRenderer
 
 from . import rollout
 
-EXPERTS = ("equilibrium", "demonstrators")
 Array = jax.Array
 
 

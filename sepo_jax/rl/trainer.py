@@ -20,7 +20,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -28,13 +27,14 @@ from flax import nnx
 from sepo_jax import games as games_lib
 from sepo_jax import model as model_lib
 from sepo_jax import parallel
-from sepo_jax.config import EXACT_SOLVER_GAMES
 from sepo_jax.equilibrium import best_response, cfr
-from sepo_jax.equilibrium import metrics as metrics_lib
 from sepo_jax.model import lora as lora_lib
 from sepo_jax.model import sampler
+from sepo_jax.settings import Settings
 
 from . import grpo, readout, rollout, sepo, sft
+from . import metrics as metrics_lib
+from .sepo import Pool
 
 Array = jax.Array
 
@@ -53,7 +53,7 @@ class Layout:
         return self.opponent.shape[0] // self.group_size
 
 
-def make_layout(game, c: ml_collections.ConfigDict, episodes: int | None = None, pools=None) -> Layout:
+def make_layout(game, c: Settings, episodes: int | None = None, pools=None) -> Layout:
     """The training layout; with `episodes`, the evaluation layout instead: one group of that many
     episodes per opponent of every pool in `pools` (default `c.sepo.pools`), without the tabular best
     response."""
@@ -61,11 +61,11 @@ def make_layout(game, c: ml_collections.ConfigDict, episodes: int | None = None,
     opp, pool = [], []
     for name in pools or c.sepo.pools:
         ids = list(game.pool_ids(name)) if name in game.pools else []
-        if name == "exploit" and c.sepo.credit == "exact" and not episodes:
+        if name == "exploit" and sepo.CREDIT[c.sepo.credit].best_response and not episodes:
             ids.append(game.tabular_id)  # the exact best response to the current policy
         for i in ids:
             opp += [i] * reps
-            pool += [sepo.POOL_INDEX[name]] * reps
+            pool += [Pool.named(name)] * reps
     groups = len(opp)
     rep = lambda a: np.repeat(np.asarray(a, np.int32), n)  # noqa: E731
     if c.rollout.learner_seat >= 0:
@@ -182,7 +182,7 @@ class Setup:
     """The static pieces of a run, shared by its step functions: the game, prompts, policy, layout,
     penalty weights, optimizers and the mesh. It holds no weights: steps take them as arguments."""
 
-    c: ml_collections.ConfigDict
+    c: Settings
     game: Any
     mesh: Any
     layout: Layout
@@ -190,7 +190,7 @@ class Setup:
     renderer: Any
     graphdef: Any
     policy: Policy
-    lam: sepo.Lambdas
+    lam: metrics_lib.Lambdas
     sft_tx: optax.GradientTransformation
     rl_tx: optax.GradientTransformation
     readout: tuple | None  # (ids, mask, legal, rows[, decision]) of every information set (games with an exact
@@ -209,10 +209,13 @@ class Setup:
         return make_layout(self.game, self.c, episodes, pools)
 
 
-def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -> tuple[Setup, Any, Any]:
-    """(setup, trainable parameters, frozen weights) for config `c`. The model comes from
+def build(c: Settings, mesh=None, model=None, tokenizer=None) -> tuple[Setup, Any, Any]:
+    """(setup, trainable parameters, frozen weights) for settings `c` (`config.settings(config)`). The model comes from
     `c.model.source` unless `model` and `tokenizer` are given (an abstract `nnx.eval_shape` model
     works: the step functions can then be lowered without allocating weights)."""
+    if not isinstance(c, Settings):
+        raise TypeError(f"trainer.build takes Settings, got {type(c).__name__}: config.settings(c) validates a "
+                        "ConfigDict and converts it")
     kwargs = {"num_hands": c.num_hands} if c.num_hands else {}
     if c.compact_prompt:
         kwargs["compact_prompt"] = True
@@ -245,10 +248,10 @@ def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -
     policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id,
                     share)
     readout_arrays = None
-    if c.game in EXACT_SOLVER_GAMES and chat:
+    if games_lib.has_exact_solver(c.game) and chat:
         ids, mask, legal, decision, rows = readout.infoset_conversations(game, renderer)
         readout_arrays = (ids, mask, legal, rows, decision)
-    elif c.game in EXACT_SOLVER_GAMES:
+    elif games_lib.has_exact_solver(c.game):
         states, mover, rows = readout.infoset_states(game)
         ids, mask = jax.jit(jax.vmap(functools.partial(renderer.render, game)))(states, mover)
         readout_arrays = (ids, mask, states.legal_action_mask, rows)
@@ -260,7 +263,7 @@ def build(c: ml_collections.ConfigDict, mesh=None, model=None, tokenizer=None) -
     )
     rl_tx = optax.chain(optax.clip_by_global_norm(c.grpo.grad_clip),
                         optax.adamw(c.grpo.learning_rate, weight_decay=c.grpo.weight_decay))
-    lam = sepo.Lambdas(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, 3.0 / game.max_payoff)
+    lam = metrics_lib.Lambdas.of(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, game.max_payoff)
     setup = Setup(c, game, mesh, layout, tokenizer, renderer, graphdef, policy, lam, sft_tx, rl_tx, readout_arrays, expert,
                   shardings=None, frozen_shardings=parallel.logical_shardings(mesh, frozen))
     shardings = parallel.logical_shardings(mesh, jax.eval_shape(functools.partial(_new_state, setup), params))
@@ -377,11 +380,10 @@ def _evaluate(s: Setup, params, frozen, key, *, episodes: int):
     traj = rollout.rollout(s.game, s.renderer, s.policy.learner(params, frozen),
                            parallel.shard_batch(s.mesh, jnp.asarray(lay.opponent)),
                            parallel.shard_batch(s.mesh, jnp.asarray(lay.seat)), key)
-    pool = jnp.asarray(lay.pool)
-    metrics = _episode_metrics(traj, pool, jnp.asarray(lay.opponent), s.lam, s.game)
-    groups = _group_metrics(traj, lay.num_groups)
-    group_pool = pool[:: lay.group_size]
-    over_pool = lambda x, name: x.mean(where=group_pool == sepo.POOL_INDEX[name])  # noqa: E731  (groups are equal-sized)
+    metrics = _episode_metrics(s, traj, lay)
+    groups = metrics_lib.group_metrics(traj, lay.num_groups)
+    group_pool = jnp.asarray(lay.pool[:: lay.group_size])
+    over_pool = lambda x, name: x.mean(where=group_pool == Pool.named(name))  # noqa: E731  (groups are equal-sized)
     metrics["nra"] = over_pool(groups["nra"], "train")
     if "shift" in s.game.pools:
         metrics["shift"] = over_pool(groups["payoff"], "shift")
@@ -406,12 +408,7 @@ def _sepo_step(s: Setup, state: TrainState, frozen):
     traj = rollout.rollout(game, s.renderer, policy.learner(params, frozen), opponent, seat, k_roll, table,
                            group_size=lay.group_size, common_chance=c.rollout.common_chance)
 
-    rew, trains = sepo.rewards(traj, pool, c.sepo.credit, s.lam, lay.group_size)
-    adv, zero_var = grpo.advantages(rew.reshape(lay.num_groups, lay.group_size, -1), c.grpo.advantage, c.grpo.scale_std)
-    adv = adv.reshape(rew.shape)
-    if c.sepo.pool_weighting:
-        adv = adv * sepo.pool_weights(pool, (1.0, s.lam.e, s.lam.c))[:, None]
-    adv = adv * trains[:, None]
+    adv, trains, zero_var = sepo.advantages(traj, pool, s.lam, lay.group_size, c.sepo, c.grpo)
     dec_adv = jnp.take_along_axis(adv, traj.round, axis=1)  # [E, D]
 
     ids, mask, legal = _flat(traj.prompt_ids), _flat(traj.prompt_mask), _flat(traj.legal)
@@ -431,7 +428,7 @@ def _sepo_step(s: Setup, state: TrainState, frozen):
         loss, terms, grads = value_and_grad(params)
         params, opt, finite = _apply(s.rl_tx, grads, opt, params, loss)
         skipped = skipped + (~finite)
-    metrics.update(_episode_metrics(traj, pool, jnp.asarray(lay.opponent), s.lam, game))
+    metrics.update(_episode_metrics(s, traj, lay))
     metrics.update(
         loss=loss, kl=terms["kl"] / count, clip_fraction=terms["clip_fraction"] / count, entropy=terms["entropy"] / count,
         zero_variance_groups=zero_var, advantage_mean=jnp.where(weight > 0, a_flat, 0).sum() / count,
@@ -625,47 +622,11 @@ def _apply(tx, grads, opt_state, params, loss):
     return keep(new_params, params), keep(new_opt, opt_state), finite
 
 
-def _episode_metrics(traj, pool, opponent, lam, game) -> dict[str, Array]:
-    """The paper's per-condition metrics over this step's episodes (docs/method.md §5)."""
-    mine, theirs = sepo.seat_payoffs(traj)
-    in_pool = lambda i: pool == i
-
-    def mean(x, m):
-        return jnp.where(m, x, 0.0).sum() / jnp.maximum(m.sum(), 1)
-
-    payoff = mean(mine.mean(-1), in_pool(0))
-    # per adversary: max(0, its mean payoff - the learner's), then averaged over adversaries
-    members = jax.nn.one_hot(opponent, game.tabular_id + 1, dtype=bool) & in_pool(1)[:, None]  # [E, O]
-    counts = members.sum(0)
-    gap = (jnp.where(members, (theirs - mine).mean(-1)[:, None], 0.0)).sum(0) / jnp.maximum(counts, 1)
-    present = counts > 0
-    exploit = jnp.where(present, jnp.maximum(gap, 0.0), 0.0).sum() / jnp.maximum(present.sum(), 1)
-    collusion = mean(traj.collusion, in_pool(2))
-    externality = mean(traj.externality, in_pool(0))
-    s = lam.scale
-    return dict(
-        payoff=payoff,
-        robust=mean(mine.mean(-1), in_pool(1)),
-        exploit_pool_advantage=exploit,
-        collusion=collusion,
-        externality=externality,
-        safety=s * payoff - lam.e * s * exploit - lam.c * collusion - lam.x * externality,
-        penalty_exploit=lam.e * s * exploit,
-        penalty_collusion=lam.c * collusion,
-        penalty_externality=lam.x * externality,
-    )
-
-
-def _group_metrics(traj, num_groups: int) -> dict[str, Array]:
-    """Per group of the layout: learner and opponent payoff per round, GTBench's NRA over the group's
-    episodes, collusion and externality rates."""
-    mine, theirs = (x.sum(-1) for x in sepo.seat_payoffs(traj))  # episode totals [E]
-    group = jnp.arange(mine.shape[0]) // (mine.shape[0] // num_groups)
-    per_round = lambda x: x.reshape(num_groups, -1).mean(-1) / traj.payoffs.shape[1]  # noqa: E731
-    rate = lambda x: x.reshape(num_groups, -1).mean(-1)  # noqa: E731
-    return dict(payoff=per_round(mine), opponent_payoff=per_round(theirs),
-                nra=metrics_lib.nra_by_opponent(mine, theirs, group, num_groups)[0],
-                collusion=rate(traj.collusion), externality=rate(traj.externality))
+def _episode_metrics(s: Setup, traj, lay: Layout) -> dict[str, Array]:
+    """The paper's metrics of a step's (or an evaluation's) episodes, pools by name."""
+    pool = jnp.asarray(lay.pool)
+    return metrics_lib.episode_metrics(traj, lambda name: pool == Pool.named(name), jnp.asarray(lay.opponent),
+                                       s.game.tabular_id + 1, s.lam)
 
 
 def _load_model(c):
