@@ -144,8 +144,8 @@ def _replace_path(obj, parts, last, value):
 
 def from_dict(d: dict, cls=Settings, prefix: str = "") -> Settings:
     """`cls` from a nested dict with exactly its fields (a missing or unknown key is named). Sequences
-    become tuples, numbers the field's type (an integral float of an int field, an int of a float field); values are otherwise taken as they are (the config
-    is validated before)."""
+    become tuples and numbers the field's type (an integral float of an int field, an int of a float
+    field); values are otherwise taken as they are (the config is validated before)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     missing, unknown = fields.keys() - d.keys(), d.keys() - fields.keys()

@@ -35,51 +35,51 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkv", "out_p
 
 
 class LoRA(nnx.Module):
-  """delta(x) = (alpha / rank) * x @ lora_a @ lora_b."""
+    """delta(x) = (alpha / rank) * x @ lora_a @ lora_b."""
 
-  def __init__(self, in_features: int, out_features: int, *, rank: int, alpha: float, param_dtype,
-               names: tuple[str, str], rngs: nnx.Rngs):
-    init = jax.nn.initializers.he_uniform()
-    self.lora_a = param(init(rngs.params(), (in_features, rank), param_dtype), (names[0], "lora_rank"),
-                        nnx.LoRAParam)
-    self.lora_b = param(jnp.zeros((rank, out_features), param_dtype), ("lora_rank", names[1]), nnx.LoRAParam)
-    self.scale = alpha / rank
-    self.enabled = True
+    def __init__(self, in_features: int, out_features: int, *, rank: int, alpha: float, param_dtype,
+                 names: tuple[str, str], rngs: nnx.Rngs):
+        init = jax.nn.initializers.he_uniform()
+        self.lora_a = param(init(rngs.params(), (in_features, rank), param_dtype), (names[0], "lora_rank"),
+                            nnx.LoRAParam)
+        self.lora_b = param(jnp.zeros((rank, out_features), param_dtype), ("lora_rank", names[1]), nnx.LoRAParam)
+        self.scale = alpha / rank
+        self.enabled = True
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if not self.enabled:
-      return jnp.zeros((), x.dtype)
-    return (x @ self.lora_a[...].astype(x.dtype) @ self.lora_b[...].astype(x.dtype)) * self.scale
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if not self.enabled:
+            return jnp.zeros((), x.dtype)
+        return (x @ self.lora_a[...].astype(x.dtype) @ self.lora_b[...].astype(x.dtype)) * self.scale
 
 
 def apply_lora(model: nnx.Module, *, rank: int = 8, alpha: float = 16.0,
                targets: tuple[str, ...] = DEFAULT_TARGETS, param_dtype=None, rngs: nnx.Rngs) -> nnx.Module:
-  """Attaches an adapter to every ``Linear`` named in ``targets`` (in place); returns the model. Adapters are
-  stored in ``param_dtype`` (default: the adapted kernel's dtype), e.g. float32 over a bfloat16 frozen base."""
-  if rank < 1:
-    raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-  hits = 0
-  for path, module in list(nnx.iter_modules(model)):
-    if isinstance(module, Linear) and path and path[-1] in targets:
-      *layers, d_in, d_out = module.kernel.shape
-      names = module.kernel.get_metadata()["out_sharding"][-2:]
-      dtype = module.kernel[...].dtype if param_dtype is None else param_dtype
-      make = lambda r: LoRA(d_in, d_out, rank=rank, alpha=alpha, param_dtype=dtype, names=names, rngs=r)
-      module.lora = stacked(layers[0], make, rngs) if layers else make(rngs)
-      hits += 1
-  if not hits:
-    raise ValueError(f"apply_lora: no Linear named any of {targets} in the model")
-  return model
+    """Attaches an adapter to every ``Linear`` named in ``targets`` (in place); returns the model. Adapters are
+    stored in ``param_dtype`` (default: the adapted kernel's dtype), e.g. float32 over a bfloat16 frozen base."""
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    hits = 0
+    for path, module in list(nnx.iter_modules(model)):
+        if isinstance(module, Linear) and path and path[-1] in targets:
+            *layers, d_in, d_out = module.kernel.shape
+            names = module.kernel.get_metadata()["out_sharding"][-2:]
+            dtype = module.kernel[...].dtype if param_dtype is None else param_dtype
+            make = lambda r: LoRA(d_in, d_out, rank=rank, alpha=alpha, param_dtype=dtype, names=names, rngs=r)
+            module.lora = stacked(layers[0], make, rngs) if layers else make(rngs)
+            hits += 1
+    if not hits:
+        raise ValueError(f"apply_lora: no Linear named any of {targets} in the model")
+    return model
 
 
 @contextlib.contextmanager
 def disabled(model: nnx.Module):
-  """Runs the model without its adapters (the frozen reference policy) inside the block."""
-  adapters = [m for _, m in nnx.iter_modules(model) if isinstance(m, LoRA)]
-  for m in adapters:
-    m.enabled = False
-  try:
-    yield model
-  finally:
+    """Runs the model without its adapters (the frozen reference policy) inside the block."""
+    adapters = [m for _, m in nnx.iter_modules(model) if isinstance(m, LoRA)]
     for m in adapters:
-      m.enabled = True
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m in adapters:
+            m.enabled = True
