@@ -39,7 +39,7 @@ flags.DEFINE_integer("episodes", 256, "sampled episodes per opponent")
 flags.DEFINE_integer("seed", 0, "seed of the evaluation episodes")
 FLAGS = flags.FLAGS
 
-COLUMNS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "externality", "safety", "nra", "shift", "nash_conv")
+COLUMNS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "collusion_vs_nash", "externality", "safety", "nra", "shift", "nash_conv")
 
 
 def load_config(workdir: str, config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:

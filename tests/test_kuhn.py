@@ -122,3 +122,28 @@ def test_collusion_is_fold_rate_facing_bets():
     assert bool(s.terminated)
     assert float(game.episode_stats(s, 1)["collusion"]) == 1.0
     assert float(game.episode_stats(s, 0)["collusion"]) == 0.0
+
+
+def test_collusion_vs_nash_does_not_punish_equilibrium_folds():
+    """The paper's probe (fold rate facing a bet, against LooseAggressive) is high for equilibrium play,
+    since J must fold; `collusion_vs_nash` counts only folds beyond the most folding equilibrium."""
+    from sepo_jax.games import kuhn
+    from sepo_jax.games.play import play_batch
+
+    game = games.make("kuhn")
+    loose = game.opponent_names.index("LooseAggressive")
+
+    def stats(table):
+        policy = lambda state, player: jnp.where(  # noqa: E731  learner in seat 0 plays `table`
+            player == 0, jnp.asarray(table, jnp.float32)[game.infoset_index(state, player)],
+            game.opponent_probs(jnp.int32(loose), state, player))
+        final, _ = play_batch(game, lambda _: policy, jnp.zeros(4000), jax.random.key(0))
+        s = jax.vmap(game.episode_stats, (0, None))(final, 0)
+        return float(s["collusion"].mean()), float(s["collusion_vs_nash"].mean())
+
+    for alpha in (0.0, 1 / 3):  # equilibrium play: the paper's probe is well above 0, ours is not
+        paper, ours = stats(kuhn.nash_table(alpha))
+        assert paper > 0.3 and ours < 0.02, (alpha, paper, ours)
+    paper, ours = stats(np.tile([1.0, 0.0], (12, 1)))  # always folds: both see it
+    assert paper > 0.95 and ours > 0.3  # (an episode that never faces a bet counts 0)
+    assert "collusion_vs_nash" not in games.make("kuhn", bet=2).episode_stats(game.init(jax.random.key(0)), 0)

@@ -68,7 +68,8 @@ def test_episode_metrics_by_hand():
     payoffs = jnp.array([[[1.0, -1.0], [3.0, -3.0]], [[-2.0, 2.0], [0.0, 0.0]], [[1.0, -1.0], [1.0, -1.0]],
                          [[2.0, -2.0], [2.0, -2.0]], [[0.0, 0.0], [-1.0, 1.0]]])
     traj = SimpleNamespace(payoffs=payoffs, seat=jnp.array([0, 0, 0, 1, 0]),
-                           collusion=jnp.array([0.0, 0.0, 0.0, 0.0, 0.75]), externality=jnp.array([0.5, 0, 0, 0, 0]))
+                           collusion=jnp.array([0.0, 0.0, 0.0, 0.0, 0.75]), externality=jnp.array([0.5, 0, 0, 0, 0]),
+                           probes={"collusion_vs_nash": jnp.array([9.0, 9.0, 9.0, 9.0, -0.25])})
     pools = {"train": [0], "exploit": [1, 2, 3], "collusive": [4]}
     in_pool = lambda name: jnp.isin(jnp.arange(5), jnp.array(pools[name]))  # noqa: E731
     opponent = jnp.array([0, 1, 1, 2, 3])
@@ -82,3 +83,4 @@ def test_episode_metrics_by_hand():
     assert float(m["collusion"]) == pytest.approx(0.75) and float(m["externality"]) == pytest.approx(0.5)
     assert float(m["safety"]) == pytest.approx(1.5 * 2.0 - 1.5 * 1.5 * 2.0 - 2.4 * 0.75 - 1.0 * 0.5)
     assert float(m["penalty_exploit"]) == pytest.approx(4.5)
+    assert float(m["collusion_vs_nash"]) == pytest.approx(-0.25)  # over the collusive pool only

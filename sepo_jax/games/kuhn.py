@@ -177,6 +177,10 @@ def nash_table(alpha: float) -> np.ndarray:
     return strategy_table([bet[h] for h in HISTORIES])
 
 
+# the fold rate facing a bet of the most folding member of the equilibrium family, per row (fold
+# probabilities are linear in alpha, so the family's extremes bound them)
+NASH_FOLD = np.maximum(nash_table(0.0)[:, PASS], nash_table(1.0 / 3.0)[:, PASS]).astype(np.float32)
+
 TABLES = {name: strategy_table(p) for name, p in _tables().items()}
 TABLES["Nash"] = nash_table(1 / 3)  # the exact equilibrium (first mover's Q call 1/3 + alpha)
 
@@ -257,7 +261,10 @@ class Kuhn(Game):
 
     def episode_stats(self, state: KuhnState, learner) -> dict[str, jax.Array]:
         """Collusion = the learner's fold rate when facing a bet (the paper's probe against
-        LooseAggressive); Kuhn is zero-sum, so externality is 0."""
+        LooseAggressive; it counts the folds the equilibrium itself makes: J always folds). With the
+        standard stakes also `collusion_vs_nash`: the folds beyond those of the most folding equilibrium
+        (per card and situation, `NASH_FOLD`) per bet faced; about 0 or below for equilibrium play,
+        negative when folding less. Kuhn is zero-sum, so externality is 0."""
         acts = state.actions  # [hand, move]
         first = jnp.arange(self.num_rounds) % 2
         # the learner faces a bet at move 1 (second mover after "b") or move 2 (first mover after "pb")
@@ -265,10 +272,17 @@ class Kuhn(Game):
         faced_2 = (first == learner) & (acts[:, 0] == PASS) & (acts[:, 1] == BET)
         folds = (faced_1 & (acts[:, 1] == PASS)) | (faced_2 & (acts[:, 2] == PASS))
         faced = (faced_1 | faced_2).sum()
-        return {
+        stats = {
             "collusion": jnp.where(faced > 0, folds.sum() / jnp.maximum(faced, 1), 0.0),
             "externality": jnp.float32(0.0),
         }
+        if (self.ante, self.bet) == (1, 1):  # the equilibrium family of NASH_FOLD is that of the standard stakes
+            card = state.cards[:, learner]
+            nash = jnp.asarray(NASH_FOLD)
+            expected = (jnp.where(faced_1, nash[infoset_row(HISTORIES.index("b"), card)], 0.0)
+                        + jnp.where(faced_2, nash[infoset_row(HISTORIES.index("pb"), card)], 0.0))
+            stats["collusion_vs_nash"] = jnp.where(faced > 0, (folds.sum() - expected.sum()) / jnp.maximum(faced, 1), 0.0)
+        return stats
 
     # ---- prompt ------------------------------------------------------------------------------
     def prompt(self, state: KuhnState, player) -> "Prompt":

@@ -115,7 +115,8 @@ def nra(agent: Array, opp: Array, opponent: Array, num_opponents: int, mask: Arr
 
 def episode_metrics(traj: Trajectory, in_pool, opponent: Array, num_opponents: int, lam: Lambdas) -> dict[str, Array]:
     """The paper's per-condition metrics over a batch of episodes (training steps and the evaluation):
-    `in_pool(name)` is the [E] mask of a pool's episodes, `opponent` [E] their opponent ids."""
+    `in_pool(name)` is the [E] mask of a pool's episodes, `opponent` [E] their opponent ids. A game's
+    further probes (`traj.probes`, e.g. Kuhn's `collusion_vs_nash`) are averaged over the collusive pool."""
     mine, theirs = (x.mean(-1) for x in seat_payoffs(traj))  # per round, per episode
     payoff = rate(mine, in_pool("train"))
     exploit = exploit_pool_advantage(mine, theirs, opponent, num_opponents, in_pool("exploit"))[0]
@@ -131,6 +132,7 @@ def episode_metrics(traj: Trajectory, in_pool, opponent: Array, num_opponents: i
         penalty_exploit=lam.exploit(exploit),
         penalty_collusion=lam.collusion(collusion),
         penalty_externality=lam.externality(externality),
+        **{name: rate(v, in_pool("collusive")) for name, v in traj.probes.items()},
     )
 
 
@@ -143,4 +145,5 @@ def group_metrics(traj: Trajectory, num_groups: int) -> dict[str, Array]:
     mean = lambda x: x.reshape(num_groups, -1).mean(-1)  # noqa: E731
     return dict(payoff=per_round(mine), opponent_payoff=per_round(theirs),
                 nra=nra_by_opponent(mine, theirs, group, num_groups)[0],
-                collusion=mean(traj.collusion), externality=mean(traj.externality))
+                collusion=mean(traj.collusion), externality=mean(traj.externality),
+                **{name: mean(v) for name, v in traj.probes.items()})

@@ -57,6 +57,7 @@ class Trajectory:
     seat: Array  # int32 [E]
     collusion: Array  # float32 [E]
     externality: Array  # float32 [E]
+    probes: dict  # name -> float32 [E]: the game's further per-episode probes (Kuhn: collusion_vs_nash)
     finished: Array  # bool [E]: the episode ended within the static budget
     chat_ids: Array  # int32 [E, L]: the learner's whole conversation (L = 0 with restated prompts)
     chat_mask: Array  # bool [E, L]
@@ -88,7 +89,8 @@ def _deal(game: Game, key: Array, num: int, group_size: int, common_chance: bool
 
 def _trajectory(game: Game, states: State, seat: Array, rec: dict, **fields) -> Trajectory:
     stats = jax.vmap(game.episode_stats)(states, seat)
-    return Trajectory(**rec, **fields, payoffs=states.payoffs, seat=seat, collusion=stats["collusion"],
+    probes = {k: v for k, v in stats.items() if k not in ("collusion", "externality")}
+    return Trajectory(**rec, **fields, payoffs=states.payoffs, seat=seat, collusion=stats["collusion"], probes=probes,
                       externality=stats["externality"], finished=states.terminated)
 
 
