@@ -5,7 +5,8 @@ training pool, exploit-pool advantage, robust payoff, collusion, externality, sa
 the `shift` pool where the game has one) from `--episodes` sampled episodes per opponent, every
 (pool, opponent) group on its own, and on games with an exact solver the exact NashConv of the
 learner's own strategy (and Kuhn's card-conditioned bet/call frequencies next to the equilibrium's).
-Prints the tables and writes DIR/eval.json (one entry per evaluated step; earlier entries kept).
+Prints the tables and writes DIR/eval.json (one entry per evaluated step; earlier entries kept); with
+`--plots` also the run's figures (training curves; Kuhn's frequencies over the evaluated steps) in DIR/plots/.
 The run's own DIR/config.json is used unless `--config` is given. `--steps` takes the run's step numbers
 (the checkpoints' names, as in its metrics files). Progress: a bar on a terminal, plain lines otherwise.
 """
@@ -37,6 +38,7 @@ flags.DEFINE_string("workdir", None, "the training run's folder (holds checkpoin
 flags.DEFINE_string("steps", "latest", "which checkpoints: latest, all, or a comma-separated list of steps")
 flags.DEFINE_integer("episodes", 256, "sampled episodes per opponent")
 flags.DEFINE_integer("seed", 0, "seed of the evaluation episodes")
+flags.DEFINE_bool("plots", False, "also draw the run's figures into DIR/plots/ (sepo_jax/plots.py; needs matplotlib)")
 FLAGS = flags.FLAGS
 
 COLUMNS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "collusion_vs_nash", "externality", "safety", "nra", "shift", "nash_conv")
@@ -185,6 +187,11 @@ def main(argv):
     path = os.path.join(FLAGS.workdir, "eval.json")
     write_json(path, results, "python -m sepo_jax.evaluate " + " ".join(sys.argv[1:]))
     print(f"\nwrote {os.path.abspath(path)}")
+    if FLAGS.plots:
+        from sepo_jax import plots
+
+        for figure in plots.run_plots(FLAGS.workdir):
+            print(f"wrote {os.path.abspath(figure)}")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_rerunning_a_complete_run_says_so_and_returns_its_final_metrics(run_dir)
 
 
 def test_cli_evaluates_the_latest_checkpoint_and_writes_eval_json(run_dir):
-    out = subprocess.run([sys.executable, "-m", "sepo_jax.evaluate", f"--workdir={run_dir}", "--episodes=16"],
+    out = subprocess.run([sys.executable, "-m", "sepo_jax.evaluate", f"--workdir={run_dir}", "--episodes=16", "--plots"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| pool | opponent |" in out.stdout and "nash_conv" in out.stdout
@@ -86,6 +86,9 @@ def test_cli_evaluates_the_latest_checkpoint_and_writes_eval_json(run_dir):
         ("shift", "MaxExploiter"), ("shift", "AlwaysPass")]
     assert set(r["kuhn_frequencies"]) == {"first_bet", "first_call_after_check_bet", "second_bet_after_check",
                                           "second_call_facing_bet"}
+    for figure in ("training.png", "kuhn_frequencies.png"):
+        assert f"wrote {run_dir / 'plots' / figure}" in out.stdout
+        assert (run_dir / "plots" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_group_rows_agree_with_the_summary_metrics(run_dir):
