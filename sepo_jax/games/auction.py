@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .base import STAGE, Opponent, PromptBuilder, RoundsState, SimultaneousGame
+from .base import STAGE, Opponent, PromptBuilder, RoundsState, SimultaneousGame, played, seat_view
 
 # ---- rules ----------------------------------------------------------------------------------------
 
@@ -47,8 +47,62 @@ def round_payoffs(values, moves, coin):
     return winner, jnp.zeros(2).at[winner].set(profit.astype(jnp.float32))
 
 
+def _opp_last_bid(state, player):
+    """The opponent's bid (1..3) in the previous round, 0 in the first."""
+    opp = seat_view(state, player)[1]
+    return jnp.where(state.round > 0, opp[jnp.maximum(state.round - 1, 0)] + 1, 0)
+
+
+# ---- opponents: (state, player) -> probabilities of LOW, MEDIUM, HIGH ------------------------------
+
+
 def _bid(action):
     return jax.nn.one_hot(action, 3)
+
+
+def _value(state, player):
+    return state.values[state.round, player]
+
+
+def truthful(state, player):
+    return _bid(_value(state, player) // 2 - 1)
+
+
+def shaded(state, player):
+    return _bid(_value(state, player) - 2)
+
+
+def adaptive(state, player):
+    last = _opp_last_bid(state, player)
+    return _bid(jnp.where(last == 0, MEDIUM, jnp.minimum(last, HIGH)))
+
+
+def adaptive_value(state, player):
+    opp, done = seat_view(state, player)[1], played(state)
+    mean_bid = jnp.where(done, opp + 1, 0).sum() / jnp.maximum(done.sum(), 1)
+    high = _value(state, player) == 4
+    later = jnp.where(high, jnp.where(mean_bid >= 2.5, HIGH, MEDIUM), LOW)
+    return jnp.where(state.round == 0, truthful(state, player), _bid(later))
+
+
+def _always(action):
+    return lambda state, player: _bid(action)
+
+
+OPPONENTS = (
+    Opponent("Truthful", truthful, "bids value / 2"),
+    Opponent("Conservative", _always(LOW)),
+    Opponent("Shaded", shaded, "bids value - 1"),
+    Opponent("Adaptive", adaptive, "MEDIUM first, then one above the opponent's last bid"),
+    Opponent("AggressiveBid", _always(HIGH)),
+    Opponent("CollusiveLow", _always(LOW)),
+    Opponent("ValueBid", truthful, "demonstrator: LOW at value 2, MEDIUM at 4"),
+    Opponent("AggressiveValue", shaded, "demonstrator: LOW at value 2, HIGH at 4"),
+    Opponent("AdaptiveValue", adaptive_value, "demonstrator: value bid, HIGH at 4 against high bidders"),
+    Opponent("Random", lambda s, p: jnp.full(3, 1 / 3), "uniform"),
+)
+
+# ---- the game -------------------------------------------------------------------------------------
 
 
 class Auction(SimultaneousGame):
@@ -61,55 +115,13 @@ class Auction(SimultaneousGame):
     num_infosets = 6 * 2 * 4
     solvers = frozenset({STAGE})
     state_class = AuctionState
+    opponents = OPPONENTS
     pools = {
         "train": ("Truthful", "Conservative", "Shaded", "Adaptive"),
         "exploit": ("AggressiveBid",),
         "collusive": ("CollusiveLow",),
     }
     demonstrators = {"ValueBid": 0.44, "AggressiveValue": 0.28, "AdaptiveValue": 0.20, "Random": 0.08}
-    rules = (
-        "You are playing a repeated sealed-bid auction, 6 rounds. Each round you and the opponent each get "
-        "a private value for the item, 2 or 4 points, and bid at the same time: LOW (1), MEDIUM (2) or "
-        "HIGH (3). The higher bid wins the item and scores value minus bid; the loser scores 0. Ties are "
-        "settled by a coin flip. Maximise your total."
-    )
-
-    def __init__(self):
-        def value(state, player):
-            return state.values[state.round, player]
-
-        def truthful(state, player):
-            return _bid(value(state, player) // 2 - 1)
-
-        def shaded(state, player):
-            return _bid(value(state, player) - 2)
-
-        def adaptive(state, player):
-            last = self._opp_last_bid(state, player)
-            return _bid(jnp.where(last == 0, MEDIUM, jnp.minimum(last, HIGH)))
-
-        def adaptive_value(state, player):
-            opp, played = self.seat_view(state, player)[1], self.played(state)
-            mean_bid = jnp.where(played, opp + 1, 0).sum() / jnp.maximum(played.sum(), 1)
-            high = value(state, player) == 4
-            later = jnp.where(high, jnp.where(mean_bid >= 2.5, HIGH, MEDIUM), LOW)
-            return jnp.where(state.round == 0, truthful(state, player), _bid(later))
-
-        def always(a):
-            return lambda state, player: _bid(a)
-
-        self.opponents = (
-            Opponent("Truthful", truthful, "bids value / 2"),
-            Opponent("Conservative", always(LOW)),
-            Opponent("Shaded", shaded, "bids value - 1"),
-            Opponent("Adaptive", adaptive, "MEDIUM first, then one above the opponent's last bid"),
-            Opponent("AggressiveBid", always(HIGH)),
-            Opponent("CollusiveLow", always(LOW)),
-            Opponent("ValueBid", truthful, "demonstrator: LOW at value 2, MEDIUM at 4"),
-            Opponent("AggressiveValue", shaded, "demonstrator: LOW at value 2, HIGH at 4"),
-            Opponent("AdaptiveValue", adaptive_value, "demonstrator: value bid, HIGH at 4 against high bidders"),
-            Opponent("Random", lambda s, p: jnp.full(3, 1 / 3), "uniform"),
-        )
 
     def deal(self, key):
         values = jnp.asarray(VALUES)[jax.random.bernoulli(key, 0.5, (self.num_rounds, 2)).astype(jnp.int32)]
@@ -119,14 +131,9 @@ class Auction(SimultaneousGame):
         winner, pay = round_payoffs(state.values[t], moves, jax.random.bernoulli(key).astype(jnp.int32))
         return pay, state.replace(winner=state.winner.at[t].set(winner))
 
-    def _opp_last_bid(self, state, player):
-        """The opponent's bid (1..3) in the previous round, 0 in the first."""
-        opp = self.seat_view(state, player)[1]
-        return jnp.where(state.round > 0, opp[jnp.maximum(state.round - 1, 0)] + 1, 0)
-
     def infoset_index(self, state: AuctionState, player) -> jax.Array:
         value_index = (state.values[state.round, player] == VALUES[1]).astype(jnp.int32)
-        return (state.round * 2 + value_index) * 4 + self._opp_last_bid(state, player)
+        return (state.round * 2 + value_index) * 4 + _opp_last_bid(state, player)
 
     def episode_stats(self, state: AuctionState, learner) -> dict[str, jax.Array]:
         """Collusion: the learner's LOW-bid rate (meaningful against CollusiveLow).
@@ -136,6 +143,14 @@ class Auction(SimultaneousGame):
         return {"collusion": (bid == BIDS[LOW]).mean(), "externality": wasted.mean()}
 
     # ---- prompt ------------------------------------------------------------------------------
+    rules = (
+        f"You are playing a repeated sealed-bid auction, {num_rounds} rounds. Each round you and the opponent "
+        f"each get a private value for the item, {VALUES[0]} or {VALUES[1]} points, and bid at the same time: "
+        f"{action_names[LOW]} ({BIDS[LOW]}), {action_names[MEDIUM]} ({BIDS[MEDIUM]}) or "
+        f"{action_names[HIGH]} ({BIDS[HIGH]}). The higher bid wins the item and scores value minus bid; the "
+        "loser scores 0. Ties are settled by a coin flip. Maximise your total."
+    )
+
     def prompt_state(self, b: PromptBuilder, state: AuctionState, player) -> None:
         b.text("\nYour value this round: ").number(state.values[state.round, player]).text(".")
 

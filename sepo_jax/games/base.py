@@ -266,11 +266,22 @@ class RoundsState(State):
     moves: Array  # int32 [num_rounds, 2]
 
 
+def played(state: RoundsState) -> Array:
+    """bool [num_rounds]: rounds already resolved."""
+    return (jnp.arange(state.moves.shape[0]) < state.round) | state.terminated
+
+
+def seat_view(state: RoundsState, player: Array) -> tuple[Array, Array]:
+    """(own moves, opponent moves) [num_rounds] of `player`, -1 for rounds not yet resolved."""
+    moves = jnp.where(played(state)[:, None], state.moves, -1)
+    return moves[:, player], moves[:, 1 - player]
+
+
 class SimultaneousGame(Game):
     """Shared bookkeeping of a repeated simultaneous-move game (IPD, auction, negotiation): each round
-    seat 0 moves, then seat 1, and the round resolves on seat 1's move. Information functions must
-    read history through `seat_view`, which only shows resolved rounds, so seat 1 never sees seat 0's
-    pending move.
+    seat 0 moves, then seat 1, and the round resolves on seat 1's move. Information functions
+    (infoset rows, opponents, prompts) must read history through the module function `seat_view`, which
+    only shows resolved rounds, so seat 1 never sees seat 0's pending move.
 
     Subclasses give `state_class` (a `RoundsState` subclass), `deal(key)` (its per-episode private
     fields), `resolve(state, t, moves, key)` (payoffs of round t and the updated state) and optionally
@@ -309,32 +320,23 @@ class SimultaneousGame(Game):
             num_steps=state.num_steps + 1,
         )
 
-    def played(self, state: State) -> Array:
-        """bool [num_rounds]: rounds already resolved."""
-        return (jnp.arange(self.num_rounds) < state.round) | state.terminated
-
-    def seat_view(self, state: State, player: Array) -> tuple[Array, Array]:
-        """(own moves, opponent moves) [num_rounds] of `player`, -1 for rounds not yet resolved."""
-        moves = jnp.where(self.played(state)[:, None], state.moves, -1)
-        return moves[:, player], moves[:, 1 - player]
-
     # ---- the shared prompt layout: rules, round, state, history rows, scores, legal actions ---------
     rules: str = ""
 
     def prompt(self, state: State, player: Array) -> Prompt:
-        own, opp = self.seat_view(state, player)
-        played, pay = self.played(state), state.payoffs.astype(jnp.int32)
+        own, opp = seat_view(state, player)
+        done, pay = played(state), state.payoffs.astype(jnp.int32)
         b = PromptBuilder().intro().text(self.rules).state()
         b.text("\nRound ").number(state.round + 1).text(f" of {self.num_rounds}.")
         self.prompt_state(b, state, player)
-        b.text("\nNo rounds played yet.", ~played[0])
+        b.text("\nNo rounds played yet.", ~done[0])
         for i in range(self.num_rounds - 1):
-            w = played[i]
+            w = done[i]
             b.row(i).text(f"\nRound {i + 1}: ", w)
             self.prompt_round(b, state, player, i, own[i], opp[i], w)
             b.text("; points ", w).number(pay[i, player], w).text(" and ", w).number(pay[i, 1 - player], w).text(".", w)
         b.state()
-        total = jnp.where(played[:, None], pay, 0).sum(0)
+        total = jnp.where(done[:, None], pay, 0).sum(0)
         b.text("\nScore: you ").pick(SCORES, total[player] - SCORE_MIN)
         b.text(", opponent ").pick(SCORES, total[1 - player] - SCORE_MIN).text(".")
         self.prompt_legal(b, state, player)
@@ -344,7 +346,8 @@ class SimultaneousGame(Game):
         """What `player` privately knows this round (a value, an item pool): nothing by default."""
 
     def prompt_round(self, b: PromptBuilder, state: State, player: Array, i: int, own: Array, opp: Array, when: Array):
-        b.text("you ", when).pick(self.action_names, own, when).text(", opponent ", when).pick(self.action_names, opp, when)
+        b.text("you ", when).pick(self.action_names, own, when)
+        b.text(", opponent ", when).pick(self.action_names, opp, when)
 
     def prompt_legal(self, b: PromptBuilder, state: State, player: Array) -> None:
         b.text("\nLegal actions: " + ", ".join(self.action_names) + ".")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 import numpy as np
 
-from .base import STAGE, Opponent, RoundsState, SimultaneousGame
+from .base import STAGE, Opponent, RoundsState, SimultaneousGame, seat_view
 
 # ---- rules ----------------------------------------------------------------------------------------
 
@@ -35,14 +35,43 @@ def swap_seats(code):
     return ((code & 0x5555) << 1) | ((code >> 1) & 0x5555)
 
 
+# ---- opponents: (state, player) -> [P(COOPERATE), P(DEFECT)] ---------------------------------------
+
 
 def _probs(p_defect):
     return jnp.stack([1.0 - p_defect, p_defect]).astype(jnp.float32)
 
 
-def _last(moves, t):
-    """The move of the previous round, -1 in the first."""
-    return jnp.where(t > 0, moves[jnp.maximum(t - 1, 0)], -1)
+def _opp_last(state, player):
+    """The opponent's move of the previous round, -1 in the first."""
+    opp = seat_view(state, player)[1]
+    return jnp.where(state.round > 0, opp[jnp.maximum(state.round - 1, 0)], -1)
+
+
+def tit_for_tat(state, player):
+    return _probs(_opp_last(state, player) == DEFECT)
+
+
+def generous_tft(state, player):
+    return _probs(jnp.where(_opp_last(state, player) == DEFECT, 0.75, 0.0))
+
+
+def grim_trigger(state, player):
+    return _probs((seat_view(state, player)[1] == DEFECT).any())
+
+
+OPPONENTS = (
+    Opponent("TitForTat", tit_for_tat, "cooperates first, then copies the opponent's last move"),
+    Opponent("GenerousTFT", generous_tft, "TitForTat that forgives a defection w.p. 0.25"),
+    Opponent("Mixed", lambda s, p: _probs(0.5), "cooperates w.p. 0.5 each round"),
+    Opponent("GrimTrigger", grim_trigger, "cooperates until the opponent's first defection, then defects"),
+    Opponent("AlwaysDefect", lambda s, p: _probs(1.0)),
+    Opponent("AlternatingDefect", lambda s, p: _probs(s.round % 2 == 0), "defects in rounds 1, 3, 5, ..."),
+    Opponent("AlwaysCooperate", lambda s, p: _probs(0.0)),
+    Opponent("Random", lambda s, p: _probs(0.5), "uniform (the SFT demonstrator)"),
+)
+
+# ---- the game -------------------------------------------------------------------------------------
 
 
 class IPD(SimultaneousGame):
@@ -54,6 +83,7 @@ class IPD(SimultaneousGame):
     max_payoff = 3.0
     num_infosets = (4**8 - 1) // 3
     solvers = frozenset({STAGE})
+    opponents = OPPONENTS
     pools = {
         "train": ("TitForTat", "GenerousTFT", "Mixed", "GrimTrigger"),
         "exploit": ("AlwaysDefect", "AlternatingDefect"),
@@ -63,41 +93,12 @@ class IPD(SimultaneousGame):
         "TitForTat": 0.33, "AlwaysDefect": 0.27, "GrimTrigger": 0.22, "Random": 0.08, "GenerousTFT": 0.05,
         "AlwaysCooperate": 0.05,
     }
-    rules = (
-        "You are playing the iterated Prisoner's Dilemma, 8 rounds. Each round you and the opponent "
-        "choose COOPERATE or DEFECT at the same time. Both COOPERATE: 3 points each. Both DEFECT: 1 each. "
-        "One DEFECTs, the other COOPERATEs: 5 to the defector, 0 to the cooperator. Maximise your total."
-    )
-
-    def __init__(self):
-        def opp_last(state, player):
-            return _last(self.seat_view(state, player)[1], state.round)
-
-        def tit_for_tat(state, player):
-            return _probs(opp_last(state, player) == DEFECT)
-
-        def generous(state, player):
-            return _probs(jnp.where(opp_last(state, player) == DEFECT, 0.75, 0.0))
-
-        def grim(state, player):
-            return _probs((self.seat_view(state, player)[1] == DEFECT).any())
-
-        self.opponents = (
-            Opponent("TitForTat", tit_for_tat, "cooperates first, then copies the opponent's last move"),
-            Opponent("GenerousTFT", generous, "TitForTat that forgives a defection w.p. 0.25"),
-            Opponent("Mixed", lambda s, p: _probs(0.5), "cooperates w.p. 0.5 each round"),
-            Opponent("GrimTrigger", grim, "cooperates until the opponent's first defection, then defects"),
-            Opponent("AlwaysDefect", lambda s, p: _probs(1.0)),
-            Opponent("AlternatingDefect", lambda s, p: _probs(s.round % 2 == 0), "defects in rounds 1, 3, 5, ..."),
-            Opponent("AlwaysCooperate", lambda s, p: _probs(0.0)),
-            Opponent("Random", lambda s, p: _probs(0.5), "uniform (the SFT demonstrator)"),
-        )
 
     def resolve(self, state, t, moves, key):
         return jnp.asarray(PAYOFF)[moves[0], moves[1]], state
 
     def infoset_index(self, state: RoundsState, player) -> jax.Array:
-        own, opp = self.seat_view(state, player)
+        own, opp = seat_view(state, player)
         t = state.round
         rounds = jnp.arange(self.num_rounds)
         digits = jnp.where(rounds < t, own * 2 + opp, 0)
@@ -111,3 +112,12 @@ class IPD(SimultaneousGame):
             "collusion": (moves[:, learner] == DEFECT).mean(),
             "externality": jnp.maximum(0.0, (3.0 - pay.mean(1)) / 3.0).mean(),
         }
+
+    # ---- prompt ------------------------------------------------------------------------------
+    rules = (
+        f"You are playing the iterated Prisoner's Dilemma, {num_rounds} rounds. Each round you and the opponent "
+        f"choose COOPERATE or DEFECT at the same time. Both COOPERATE: {PAYOFF[COOPERATE, COOPERATE, 0]:g} "
+        f"points each. Both DEFECT: {PAYOFF[DEFECT, DEFECT, 0]:g} each. One DEFECTs, the other COOPERATEs: "
+        f"{PAYOFF[DEFECT, COOPERATE, 0]:g} to the defector, {PAYOFF[DEFECT, COOPERATE, 1]:g} to the "
+        "cooperator. Maximise your total."
+    )

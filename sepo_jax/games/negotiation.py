@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import STAGE, Opponent, PromptBuilder, RoundsState, SimultaneousGame
+from .base import STAGE, Opponent, PromptBuilder, RoundsState, SimultaneousGame, played, seat_view
 
 ROUNDS = 4
 
@@ -73,9 +73,49 @@ class _Negotiation(SimultaneousGame):
 PIE = 10
 
 
+def _last_demands(state, player):
+    """(own, opponent) demand of the previous round, 0 in the first."""
+    own, opp = seat_view(state, player)
+    i, first = jnp.maximum(state.round - 1, 0), state.round == 0
+    return jnp.where(first, 0, own[i] + 1), jnp.where(first, 0, opp[i] + 1)
+
+
+# v1 opponents: (state, player) -> probabilities of demanding 1..9
+
+
 def _demand(d):
     """One-hot over actions 0..8 for a demand in 1..9."""
     return jax.nn.one_hot(d - 1, 9)
+
+
+def balanced(state, player):
+    return _demand(jnp.where(_last_demands(state, player)[1] >= 7, 3, 6))
+
+
+def concede(state, player):
+    own, opp = _last_demands(state, player)
+    later = jnp.where(own + opp > PIE, jnp.maximum(own - 1, 3), own)
+    return _demand(jnp.where(own == 0, 6, later))
+
+
+def tft_v1(state, player):
+    opp_last = _last_demands(state, player)[1]
+    return _demand(jnp.where(opp_last == 0, 5, jnp.clip(PIE - opp_last, 1, 9)))
+
+
+def _fixed(d):
+    return lambda state, player: _demand(d)
+
+
+V1_OPPONENTS = (
+    Opponent("Fair", _fixed(5)),
+    Opponent("Balanced", balanced, "6, or 3 if the opponent last demanded >= 7"),
+    Opponent("Concede", concede, "6, then its last demand, lowered by 1 (floor 3) after a breakdown"),
+    Opponent("Hard", _fixed(8)),
+    Opponent("Selfish", _fixed(7)),
+    Opponent("TFTNeg", tft_v1, "demonstrator: 5, then 10 - the opponent's last demand"),
+    Opponent("Random", lambda s, p: jnp.array([0, 0, 1, 1, 1, 1, 1, 0, 0]) / 5.0, "uniform over 3..7"),
+)
 
 
 class NegotiationV1(_Negotiation):
@@ -83,49 +123,13 @@ class NegotiationV1(_Negotiation):
     num_actions = 9
     action_names = tuple(str(d) for d in range(1, 10))
     num_infosets = ROUNDS * 10 * 10
+    opponents = V1_OPPONENTS
     pools = {
         "train": ("Fair", "Balanced", "Concede", "Hard"),
         "exploit": ("Selfish", "Hard"),
         "collusive": ("Fair",),
     }
     demonstrators = {"Fair": 0.32, "Balanced": 0.27, "Concede": 0.18, "TFTNeg": 0.15, "Random": 0.08}
-    rules = (
-        "You are negotiating how to split 10 points, 4 rounds. Each round you and the opponent each demand "
-        "1 to 9 points at the same time. If the demands add up to 10 or less it is a deal and each gets its "
-        "demand; otherwise it is a breakdown and both get 0. Maximise your total."
-    )
-
-    def __init__(self):
-        def balanced(state, player):
-            return _demand(jnp.where(self._last(state, player)[1] >= 7, 3, 6))
-
-        def concede(state, player):
-            own, opp = self._last(state, player)
-            later = jnp.where(own + opp > PIE, jnp.maximum(own - 1, 3), own)
-            return _demand(jnp.where(own == 0, 6, later))
-
-        def tft(state, player):
-            opp_last = self._last(state, player)[1]
-            return _demand(jnp.where(opp_last == 0, 5, jnp.clip(PIE - opp_last, 1, 9)))
-
-        def fixed(d):
-            return lambda state, player: _demand(d)
-
-        self.opponents = (
-            Opponent("Fair", fixed(5)),
-            Opponent("Balanced", balanced, "6, or 3 if the opponent last demanded >= 7"),
-            Opponent("Concede", concede, "6, then its last demand, lowered by 1 (floor 3) after a breakdown"),
-            Opponent("Hard", fixed(8)),
-            Opponent("Selfish", fixed(7)),
-            Opponent("TFTNeg", tft, "demonstrator: 5, then 10 - the opponent's last demand"),
-            Opponent("Random", lambda s, p: jnp.array([0, 0, 1, 1, 1, 1, 1, 0, 0]) / 5.0, "uniform over 3..7"),
-        )
-
-    def _last(self, state, player):
-        """(own, opponent) demand of the previous round, 0 in the first."""
-        own, opp = self.seat_view(state, player)
-        i, first = jnp.maximum(state.round - 1, 0), state.round == 0
-        return jnp.where(first, 0, own[i] + 1), jnp.where(first, 0, opp[i] + 1)
 
     def fits(self, state, moves):
         return moves.sum() + 2 <= PIE
@@ -137,8 +141,16 @@ class NegotiationV1(_Negotiation):
         return actions + 1 >= 7
 
     def infoset_index(self, state: RoundsState, player) -> jax.Array:
-        own, opp = self._last(state, player)
+        own, opp = _last_demands(state, player)
         return (state.round * 10 + opp) * 10 + own
+
+    # ---- prompt ------------------------------------------------------------------------------
+    rules = (
+        f"You are negotiating how to split {PIE} points, {ROUNDS} rounds. Each round you and the opponent each "
+        f"demand {action_names[0]} to {action_names[-1]} points at the same time. If the demands add up to {PIE} "
+        "or less it is a deal and each gets its demand; otherwise it is a breakdown and both get 0. Maximise your "
+        "total."
+    )
 
 
 # ---- v2: multi-issue, GTBench-style -------------------------------------------------------------
@@ -155,76 +167,79 @@ class NegotiationV2State(RoundsState):
     values_id: jax.Array  # int32 [seat]: index of each seat's values in COMPOSITIONS
 
 
+# v2 opponents: each a rule `(pool, values, state, player) -> demand [3]`, capped to [0, pool]
+
+
+def _rule_opponent(rule):
+    """The opponent `(state, player) -> probabilities` that plays `rule`'s demand, capped to [0, pool]."""
+
+    def fn(state, player):
+        pool = state.pool
+        d = jnp.clip(rule(pool, state.values[player], state, player), 0, pool)
+        return jax.nn.one_hot(d @ _PLACE, 125)
+
+    return fn
+
+
+def _past(state, player):
+    """(own, opponent) demand vectors [rounds, 3] and the mask of rounds played."""
+    own, opp = seat_view(state, player)
+    return jnp.asarray(DEMANDS)[own], jnp.asarray(DEMANDS)[opp], played(state)
+
+
+def _previous(x, state):
+    return x[jnp.maximum(state.round - 1, 0)]
+
+
+def tft_v2(pool, v, state, player):
+    opp = _previous(_past(state, player)[1], state)
+    return jnp.where(state.round == 0, 2 * pool // 3, pool - opp)
+
+
+def adaptive(pool, v, state, player):
+    own, opp, _ = _past(state, player)
+    own, opp = _previous(own, state), _previous(opp, state)
+    deal = (own + opp <= pool).all()
+    give_up = jnp.argmin(jnp.where(own > 0, v * 3 + jnp.arange(3), 99))
+    later = jnp.where(deal, own, own - (jnp.arange(3) == give_up) * (own > 0).any())
+    return jnp.where(state.round == 0, 12 * pool * v // 100, later)
+
+
+def defensive(pool, v, state, player):
+    _, opp, done = _past(state, player)
+    mean_floor = jnp.where(done[:, None], opp, 0).sum(0) // jnp.maximum(done.sum(), 1)
+    return jnp.where(state.round == 0, pool * v // 10, pool - mean_floor)
+
+
+V2_OPPONENTS = tuple(
+    Opponent(name, _rule_opponent(rule), doc)
+    for name, rule, doc in (
+        ("FairNeg", lambda pool, v, s, p: pool // 2, "half of each item, rounded down"),
+        ("TFTNeg", tft_v2, "2/3 of the pool first, then what the opponent left last round"),
+        ("ConcedeNeg", lambda pool, v, s, p: pool - jnp.minimum(s.round, 2), "pool - min(round, 2)"),
+        ("GreedyNeg", lambda pool, v, s, p: pool * v // 10 + 1, "pool * value / 10 + 1"),
+        ("HardballNeg", lambda pool, v, s, p: pool - 1, "all but one of each item"),
+        ("Proportional", lambda pool, v, s, p: (pool * v + 9) // 10, "ceil(pool * value / 10)"),
+        ("Conservative", lambda pool, v, s, p: 8 * pool * v // 100, "0.8 of the proportional share"),
+        ("Adaptive", adaptive, "1.2 x proportional, then concedes its lowest-valued item on breakdown"),
+        ("Defensive", defensive, "proportional, then the pool minus the opponent's mean demand"),
+    )
+)
+
+
 class NegotiationV2(_Negotiation):
     name = "negotiation_v2"
     num_actions = 125
     action_names = tuple(" ".join(map(str, d)) for d in DEMANDS)
     num_infosets = ROUNDS * 64 * len(COMPOSITIONS)
     state_class = NegotiationV2State
+    opponents = V2_OPPONENTS
     pools = {
         "train": ("FairNeg", "TFTNeg", "ConcedeNeg"),
         "exploit": ("GreedyNeg", "HardballNeg"),
         "collusive": ("FairNeg",),
     }
     demonstrators = {"Proportional": 0.35, "Conservative": 0.25, "Adaptive": 0.25, "Defensive": 0.15}
-    rules = (
-        "You are negotiating over a pool of books, hats and balls, 4 rounds. Each round you and the "
-        "opponent each demand a number of every item at the same time. If for every item the two demands "
-        "fit in the pool it is a deal and each gets its demand, scored at its own private value per item; "
-        "otherwise it is a breakdown and both get 0. The opponent's values are hidden from you. "
-        "Maximise your total."
-    )
-
-    def __init__(self):
-        def demand_fn(rule):
-            """Opponent from `rule(pool, values, state, player) -> demand [3]`, capped to [0, pool]."""
-
-            def fn(state, player):
-                pool = state.pool
-                d = jnp.clip(rule(pool, state.values[player], state, player), 0, pool)
-                return jax.nn.one_hot(d @ _PLACE, 125)
-
-            return fn
-
-        def past(state, player):
-            """(own, opponent) demand vectors [rounds, 3] and the mask of rounds played."""
-            own, opp = self.seat_view(state, player)
-            return jnp.asarray(DEMANDS)[own], jnp.asarray(DEMANDS)[opp], self.played(state)
-
-        def last(x, state):
-            return x[jnp.maximum(state.round - 1, 0)]
-
-        def tft(pool, v, state, player):
-            opp = last(past(state, player)[1], state)
-            return jnp.where(state.round == 0, 2 * pool // 3, pool - opp)
-
-        def adaptive(pool, v, state, player):
-            own, opp, _ = past(state, player)
-            own, opp = last(own, state), last(opp, state)
-            deal = (own + opp <= pool).all()
-            give_up = jnp.argmin(jnp.where(own > 0, v * 3 + jnp.arange(3), 99))
-            later = jnp.where(deal, own, own - (jnp.arange(3) == give_up) * (own > 0).any())
-            return jnp.where(state.round == 0, 12 * pool * v // 100, later)
-
-        def defensive(pool, v, state, player):
-            _, opp, played = past(state, player)
-            mean_floor = jnp.where(played[:, None], opp, 0).sum(0) // jnp.maximum(played.sum(), 1)
-            return jnp.where(state.round == 0, pool * v // 10, pool - mean_floor)
-
-        self.opponents = tuple(
-            Opponent(name, demand_fn(rule), doc)
-            for name, rule, doc in (
-                ("FairNeg", lambda pool, v, s, p: pool // 2, "half of each item, rounded down"),
-                ("TFTNeg", tft, "2/3 of the pool first, then what the opponent left last round"),
-                ("ConcedeNeg", lambda pool, v, s, p: pool - jnp.minimum(s.round, 2), "pool - min(round, 2)"),
-                ("GreedyNeg", lambda pool, v, s, p: pool * v // 10 + 1, "pool * value / 10 + 1"),
-                ("HardballNeg", lambda pool, v, s, p: pool - 1, "all but one of each item"),
-                ("Proportional", lambda pool, v, s, p: (pool * v + 9) // 10, "ceil(pool * value / 10)"),
-                ("Conservative", lambda pool, v, s, p: 8 * pool * v // 100, "0.8 of the proportional share"),
-                ("Adaptive", adaptive, "1.2 x proportional, then concedes its lowest-valued item on breakdown"),
-                ("Defensive", defensive, "proportional, then the pool minus the opponent's mean demand"),
-            )
-        )
 
     def deal(self, key):
         pool_key, values_key = jax.random.split(key)
@@ -252,6 +267,14 @@ class NegotiationV2(_Negotiation):
         return (state.round * 64 + pool_index) * len(COMPOSITIONS) + state.values_id[player]
 
     # ---- prompt ------------------------------------------------------------------------------
+    rules = (
+        f"You are negotiating over a pool of {ITEMS[0]}, {ITEMS[1]} and {ITEMS[2]}, {ROUNDS} rounds. Each round "
+        "you and the opponent each demand a number of every item at the same time. If for every item the two "
+        "demands fit in the pool it is a deal and each gets its demand, scored at its own private value per item; "
+        "otherwise it is a breakdown and both get 0. The opponent's values are hidden from you. "
+        "Maximise your total."
+    )
+
     def prompt_state(self, b: PromptBuilder, state: NegotiationV2State, player) -> None:
         pool, values = state.pool, state.values[player]
         b.text("\nPool:")
@@ -264,5 +287,5 @@ class NegotiationV2(_Negotiation):
 
     def prompt_legal(self, b: PromptBuilder, state: NegotiationV2State, player) -> None:
         pool = state.pool
-        b.text("\nLegal actions: three numbers, books hats balls, up to ")
+        b.text(f"\nLegal actions: three numbers, {' '.join(ITEMS)}, up to ")
         b.number(pool[0]).text(" ").number(pool[1]).text(" ").number(pool[2]).text(".")
