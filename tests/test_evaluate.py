@@ -5,6 +5,7 @@ import struct
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import app
@@ -12,7 +13,7 @@ from tensorboardX.proto import event_pb2
 
 from sepo_jax.config import settings
 from sepo_jax import evaluate
-from sepo_jax.rl import loop
+from sepo_jax.rl import loop, rollout
 
 from test_trainer import read, tiny
 
@@ -135,3 +136,61 @@ def test_bad_requests_name_the_culprit(run_dir, tmp_path):
     wider.model.hidden_size = 48
     with pytest.raises(SystemExit, match="cannot restore checkpoint step 5 .* into the model of this config"):
         evaluate.run(str(run_dir), wider, "latest", episodes=8, seed=0)
+
+
+class _TablePolicy:
+    """A policy that plays a fixed strategy table (exact zeros included) through the evaluation's own code:
+    the rollout's learner plays the table, the strategy read-out returns its rows."""
+
+    chat = False
+
+    def __init__(self, game, table, rows, episodes):
+        self.game, self.table, self.rows, self.episodes = game, jnp.asarray(table, jnp.float32), rows, episodes
+
+    def learner(self, params, frozen):
+        return rollout.opponent_learner(self.game, jnp.full(self.episodes, self.game.tabular_id), self.table)
+
+    def log_probs(self, params, frozen, ids, mask, legal):
+        return jnp.log(self.table[self.rows])
+
+
+def test_the_evaluation_of_degenerate_untrained_and_equilibrium_policies():
+    """A model that never bets or always bets evaluates to finite metrics; exact NashConv of those, of the
+    untrained model and of the equilibrium equals OpenSpiel's; an unknown opponent id is named."""
+    import dataclasses
+
+    import jax
+    from open_spiel.python import policy as os_policy
+    from open_spiel.python.algorithms import exploitability
+    import pyspiel
+
+    from sepo_jax.equilibrium import openspiel as ios
+    from sepo_jax.games.kuhn import TABLES, nash_table
+    from sepo_jax.rl import trainer
+
+    def oracle(table):
+        g = pyspiel.load_game("kuhn_poker")
+        pol = os_policy.TabularPolicy(g)
+        for state, probs in ios.table_to_policy("kuhn", np.asarray(table, np.float64)).items():
+            pol.policy_for_key(state)[:] = probs
+        return exploitability.nash_conv(g, pol)
+
+    c = tiny()
+    c.rollout.group_size = 8
+    setup, params, frozen = trainer.build(settings(c))
+    frozen, key = trainer.place_frozen(setup, frozen), jax.random.key(0)
+    rows = setup.readout[3]
+    untrained = np.asarray(trainer.strategy(setup, params, frozen))
+    metrics, _ = trainer.make_evaluate(setup, 8)(params, frozen, key)
+    assert float(metrics["nash_conv"]) == pytest.approx(oracle(untrained), abs=1e-5)
+    for name, table in [("never bets", TABLES["AlwaysPass"]), ("always bets", TABLES["AlwaysBet"]),
+                        ("equilibrium", nash_table(1 / 3))]:
+        s = dataclasses.replace(setup, policy=_TablePolicy(setup.game, table, rows, setup.eval_layout(8).opponent.size))
+        metrics, groups = trainer.make_evaluate(s, 8)(params, frozen, key)
+        metrics, groups = jax.device_get((metrics, groups))
+        assert all(np.isfinite(v).all() for v in [*metrics.values(), *groups.values()]), name
+        assert float(metrics["nash_conv"]) == pytest.approx(oracle(table), abs=1e-5), name
+    assert float(metrics["nash_conv"]) == pytest.approx(0.0, abs=1e-6)  # the equilibrium
+    with pytest.raises(ValueError, match="unknown opponent id 99"):
+        rollout.rollout(setup.game, setup.renderer, setup.policy.learner(params, frozen), jnp.array([0, 99]),
+                        jnp.array([0, 0]), key)

@@ -84,3 +84,15 @@ def test_episode_metrics_by_hand():
     assert float(m["safety"]) == pytest.approx(1.5 * 2.0 - 1.5 * 1.5 * 2.0 - 2.4 * 0.75 - 1.0 * 0.5)
     assert float(m["penalty_exploit"]) == pytest.approx(4.5)
     assert float(m["collusion_vs_nash"]) == pytest.approx(-0.25)  # over the collusive pool only
+
+
+def test_unknown_opponent_ids_are_named_not_dropped():
+    agent, opp = jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0])
+    for fn in (metrics.per_opponent_mean, metrics.nra_by_opponent):
+        args = (agent, jnp.array([0, 3])) if fn is metrics.per_opponent_mean else (agent, opp, jnp.array([0, 3]))
+        with pytest.raises(ValueError, match="unknown opponent id 3: ids must lie in 0..2"):
+            fn(*args, 3)
+    with pytest.raises(ValueError, match="unknown opponent id -1"):
+        metrics.exploit_pool_advantage(agent, opp, jnp.array([-1, 0]), 3)
+    # under jit the ids are not readable: the functions still trace (callers check their layouts on the host)
+    jax.jit(metrics.nra, static_argnums=3)(agent, opp, jnp.array([0, 1]), 3)

@@ -9,11 +9,15 @@ Collusion and externality rates are computed per episode by the games (`Game.epi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from .rollout import Trajectory
+if TYPE_CHECKING:
+    from .rollout import Trajectory
 
 Array = jax.Array
 
@@ -65,8 +69,22 @@ def _mask(x: Array, mask: Array | None) -> Array:
     return jnp.ones(x.shape, bool) if mask is None else mask
 
 
+def check_ids(ids, count: int, what: str = "opponent") -> None:
+    """Raise for an id outside [0, count) when `ids` are concrete (under `jit` they cannot be read: the
+    callers' ids then come from a layout checked on the host). `segment_sum` and `lax.switch` would
+    otherwise drop or clamp them silently."""
+    try:
+        ids = np.asarray(ids)
+    except jax.errors.TracerArrayConversionError:
+        return
+    bad = ids[(ids < 0) | (ids >= count)]
+    if bad.size:
+        raise ValueError(f"unknown {what} id {int(bad[0])}: ids must lie in 0..{count - 1}")
+
+
 def per_opponent_mean(values: Array, opponent: Array, num_opponents: int, mask: Array | None = None):
     """Mean of `values` `[N]` per opponent id: (means `[K]`, episode counts `[K]`); 0 where none."""
+    check_ids(opponent, num_opponents)
     m = _mask(values, mask)
     total = jax.ops.segment_sum(jnp.where(m, values, 0.0), opponent, num_segments=num_opponents)
     count = jax.ops.segment_sum(m.astype(jnp.float32), opponent, num_segments=num_opponents)
@@ -98,6 +116,7 @@ def safety(u, e, c, x, lam: Lambdas) -> Array:
 def nra_by_opponent(agent: Array, opp: Array, opponent: Array, num_opponents: int, mask: Array | None = None):
     """GTBench's Normalized Relative Advantage per opponent id: (sum agent - sum opp) / (|sum agent| +
     |sum opp|) over its episodes, in [-1, 1] (0 where both sums are 0). Returns (values `[K]`, counts `[K]`)."""
+    check_ids(opponent, num_opponents)
     m = _mask(agent, mask)
     sa = jax.ops.segment_sum(jnp.where(m, agent, 0.0), opponent, num_segments=num_opponents)
     so = jax.ops.segment_sum(jnp.where(m, opp, 0.0), opponent, num_segments=num_opponents)

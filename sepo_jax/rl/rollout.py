@@ -24,6 +24,8 @@ from flax import struct
 from sepo_jax.games import ChatRenderer, Game, PromptRenderer, State
 from sepo_jax.games.play import sample
 
+from .metrics import check_ids
+
 Array = jax.Array
 # (prompt_ids [E,P], prompt_mask [E,P], legal [E,A], states, key)
 #   -> (action [E], logp [E] of the whole response, probs [E,A], (reasoning [E,k], reasoning_mask [E,k]))
@@ -105,6 +107,7 @@ def rollout(game: Game, renderer: PromptRenderer | ChatRenderer, learner: Learne
     coincide at a decision, the learner is called once per group with `group_size` (one prefill per
     group, the samples drawn from it); `learner` must then accept that keyword. With a `ChatRenderer`
     the learner is a `ChatLearner` (or a plain `Learner` that ignores its prompts, e.g. a demonstrator)."""
+    check_ids(opponent, game.tabular_id + 1)  # lax.switch would clamp an unknown id to a real opponent
     if table is None:
         table = jnp.full((game.num_infosets, game.num_actions), 1.0 / game.num_actions)
     if isinstance(renderer, ChatRenderer):
