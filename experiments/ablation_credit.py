@@ -40,7 +40,7 @@ import numpy as np
 from sepo_jax import parallel
 from sepo_jax.config import ABLATION_MODES as MODES, settings
 from sepo_jax.config import EXACT_SOLVER_GAMES, LAMBDAS, ablation_config, validate
-from sepo_jax.rl import trainer
+from sepo_jax.rl import metrics, trainer
 
 KEYS = ("exploit_pool_advantage", "payoff", "robust", "nash_conv", "collusion", "externality", "safety")
 
@@ -75,9 +75,9 @@ def _set(c, key: str, value):
 def evaluate(game: str, setup: trainer.Setup, params, frozen, args) -> dict:
     evaluate_fn = trainer.make_evaluate(setup, args.eval_episodes)
     m = {k: float(v) for k, v in jax.device_get(evaluate_fn(params, frozen, jax.random.PRNGKey(10_000 + args.seed))[0]).items()}
-    lam_e, lam_c, lam_x = LAMBDAS[game]
-    s = setup.lam.scale
-    m["safety"] = s * m["payoff"] - lam_e * s * m["exploit_pool_advantage"] - lam_c * m["collusion"] - lam_x * m["externality"]
+    # every mode's safety at the game's own lambdas (reward_only trains with 0)
+    lam = metrics.Lambdas.of(*LAMBDAS[game], max_payoff=setup.game.max_payoff)
+    m["safety"] = float(metrics.safety(m["payoff"], m["exploit_pool_advantage"], m["collusion"], m["externality"], lam))
     return m
 
 
