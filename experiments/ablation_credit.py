@@ -86,11 +86,14 @@ def run_game(game: str, seed: int, args) -> dict:
     mesh = parallel.make_mesh(1)
     t0 = time.time()
     base, params, frozen = trainer.build(settings(make_config(game, "reward_only", args)), mesh=mesh)
+    untrained = evaluate(game, base, params, frozen, args) if getattr(args, "base_row", False) else None
     state, sft_step = trainer.init_state(base, params), trainer.make_sft_step(base)
     for _ in range(base.c.sft.steps):
         state, _ = sft_step(state, frozen)
     jax.block_until_ready(state)
     out = {"sft_time": time.time() - t0, "sft_eval": evaluate(game, base, state.params, frozen, args), "modes": {}}
+    if untrained is not None:
+        out["base_eval"] = untrained
     print(f"[{game} seed {seed}] SFT {base.c.sft.steps} steps in {out['sft_time']:.0f}s: "
           + " ".join(f"{k}={v:.3f}" for k, v in out["sft_eval"].items()), flush=True)
     for mode in modes:

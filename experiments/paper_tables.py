@@ -1,0 +1,122 @@
+"""The paper's tables for every domain (issue 14 item 1): Base (the untrained embedded model), SFT (the
+warm start on the paper's demonstrators), reward-only GRPO, and SEPO with each credit mode (`shared`,
+`auxiliary`, `credited`, and `exact` where an exact solver exists), over seeds.
+
+Each seed's rows come from one run of `experiments/ablation_credit.py`'s `run_game` (one warm start shared
+by every RL row, the same rollout keys for every mode; settings: `sepo_jax.config.ablation_config`), with the
+repeated games in the conversation format (the defaults' format; `--set prompt.format=restated` for the
+paper's). Every row is evaluated on `--eval-episodes` sampled episodes per opponent of every pool (the same
+evaluation key for all rows), safety at the game's own lambdas.
+
+One command per domain, resumable (a seed already in the domain's JSON is skipped); the report is rebuilt
+from every domain's JSON each time:
+
+    python experiments/paper_tables.py --game kuhn --seeds 0 1 2
+    python experiments/paper_tables.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ablation_credit  # noqa: E402
+
+from sepo_jax.config import ABLATION_MODES, EXACT_SOLVER_GAMES, LAMBDAS  # noqa: E402
+
+OUT = "experiments/results/paper_tables"
+COLUMNS = (("Pay/r", "payoff"), ("Exploit", "exploit_pool_advantage"), ("Robust", "robust"), ("Coll", "collusion"),
+           ("Ext", "externality"), ("Safety", "safety"), ("NRA", "nra"))
+OURS = (("NashConv", "nash_conv"), ("Exploitability", "exploitability"), ("Coll vs Nash", "collusion_vs_nash"))
+ROWS = (("Base", "base_eval"), ("SFT", "sft_eval"), ("GRPO (reward only)", "reward_only"), ("SEPO shared", "shared"),
+        ("SEPO auxiliary", "auxiliary"), ("SEPO credited", "credited"), ("SEPO exact", "exact"))
+
+
+def _evals(run: dict, key: str) -> dict | None:
+    e = run.get(key) if key.endswith("_eval") else run["modes"].get(key, {}).get("eval")
+    if e is not None and "nash_conv" in e:
+        e = {**e, "exploitability": e["nash_conv"] / 2}
+    return e
+
+
+def domain_table(game: str, data: dict) -> str:
+    runs = [data["seeds"][s] for s in sorted(data["seeds"], key=int)]
+    first = _evals(runs[0], "sft_eval")
+    cols = [(n, k) for n, k in COLUMNS + OURS if k in first]
+    lines = [f"### {game} (seeds {', '.join(sorted(data['seeds'], key=int))}; lambdas e, c, x = {LAMBDAS[game]})", "",
+             f"Command: `{data['command']}` (commit {data['commit']}); {data['machine']}; wall time "
+             + ", ".join(f"seed {s}: {r['wall'] / 60:.1f} min" for s, r in sorted(data['seeds'].items(), key=lambda x: int(x[0]))),
+             "", "| row | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, key in ROWS:
+        evals = [e for e in (_evals(r, key) for r in runs) if e is not None]
+        if not evals:
+            continue
+        cells = [f"{np.mean([e[k] for e in evals]):.3f} +- {np.std([e[k] for e in evals]):.3f}" for _, k in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(out: str) -> str:
+    parts = []
+    for path in sorted(glob.glob(os.path.join(out, "*.json"))):
+        with open(path) as f:
+            parts.append(domain_table(os.path.basename(path)[:-5], json.load(f)))
+    text = "\n\n".join([
+        "# The paper's tables, every domain (embedded model)", "",
+        "Columns as in the paper: payoff per round against the training pool (Pay/r), exploit-pool advantage (Exploit), "
+        "payoff against the exploit pool (Robust), collusion and externality rates, safety J at the game's lambdas, "
+        "GTBench's NRA against the training pool; ours: exact NashConv and exploitability of the learner's own strategy "
+        "(Kuhn, Leduc) and Kuhn's collusion relative to the most folding equilibrium. Mean +- sd over seeds. Made by "
+        "`experiments/paper_tables.py` (one command per domain, below each table).", *parts])
+    with open(out + ".md", "w") as f:
+        f.write(text + "\n")
+    return text
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--game", choices=tuple(LAMBDAS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--eval-episodes", type=int, default=128, help="per opponent")
+    p.add_argument("--steps", type=int, default=None, help="SEPO steps; default: the ablation config's")
+    p.add_argument("--sft-steps", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--out", default=OUT, help="folder of the per-domain JSONs; the report is OUT.md")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    if args.report_only or args.game is None:
+        print(report(args.out))
+        return
+    if args.game not in EXACT_SOLVER_GAMES and not any(s.startswith("prompt.format=") for s in args.set):
+        args.set.append("prompt.format=conversation")
+    args.modes = [m for m in ABLATION_MODES if m != "exact" or args.game in EXACT_SOLVER_GAMES]
+    args.sft_expert = args.sft_episodes = None
+    args.base_row = True
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{args.game}.json")
+    data = json.load(open(path)) if os.path.exists(path) else {"seeds": {}}
+    data.update(command="python " + " ".join(sys.argv), machine=ablation_credit.machine(),
+                commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip())
+    for seed in args.seeds:
+        if str(seed) in data["seeds"]:
+            continue
+        args.seed, t0 = seed, time.time()
+        run = ablation_credit.run_game(args.game, seed, args)
+        run["wall"] = time.time() - t0
+        data["seeds"][str(seed)] = run
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f)
+        os.replace(path + ".tmp", path)
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()
