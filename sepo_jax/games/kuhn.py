@@ -185,6 +185,13 @@ TABLES = {name: strategy_table(p) for name, p in _tables().items()}
 TABLES["Nash"] = nash_table(1 / 3)  # the exact equilibrium (first mover's Q call 1/3 + alpha)
 
 
+def _table_opponent(table: np.ndarray):
+    return lambda state, player: jnp.asarray(table, jnp.float32)[infoset_row(state.hist, state.cards[state.round, player])]
+
+
+OPPONENTS = tuple(Opponent(name, _table_opponent(t)) for name, t in TABLES.items())
+
+
 class Kuhn(Game):
     name = "kuhn"
     num_actions = 2
@@ -198,6 +205,7 @@ class Kuhn(Game):
         "shift": ("MaxExploiter", "AlwaysPass"),
     }
     demonstrators = {"NashApprox": 0.45, "TightValue": 0.25, "PotControl": 0.20, "RandomLegal": 0.08, "AlwaysPassQ": 0.02}
+    opponents = OPPONENTS
 
     def __init__(self, num_hands: int = 6, compact_prompt: bool = False, ante: int = 1, bet: int = 1):
         if num_hands < 1:
@@ -209,7 +217,6 @@ class Kuhn(Game):
         self.num_rounds = num_hands
         self.max_steps = 3 * num_hands
         self.max_payoff = float(self.ante + self.bet)
-        self.opponents = tuple(Opponent(n, self._table_fn(t)) for n, t in TABLES.items())
 
     @property
     def max_decisions(self) -> int:
@@ -217,10 +224,6 @@ class Kuhn(Game):
         in the others; with an odd number of hands that exceeds half the steps."""
         h = self.num_rounds
         return 2 * ((h + 1) // 2) + h // 2
-
-    def _table_fn(self, table):
-        table = jnp.asarray(table, jnp.float32)
-        return lambda state, player: table[self.infoset_index(state, player)]
 
     # ---- rules -------------------------------------------------------------------------------
     @property

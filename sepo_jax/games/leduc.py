@@ -77,6 +77,41 @@ class LeducState(State):
     num_moves: jax.Array  # int32: moves in the current hand
 
 
+# ---- opponents: (state, player) -> action weights ------------------------------------------------
+
+
+def tight(state, player):
+    """Raise with a pair or a King, call with a Queen, fold a Jack facing a raise (check it otherwise)."""
+    cards = state.cards[state.round]
+    rank, public = cards[player] // 2, cards[2] // 2
+    pair = (state.betting == 1) & (rank == public)
+    strong = pair | (rank == 2)
+    facing = jnp.asarray(_FACING)[state.seq]
+    weak_action = jnp.where(facing & (rank == 0), FOLD, CALL)
+    return jax.nn.one_hot(jnp.where(strong, RAISE, weak_action), 3)
+
+
+def aggressive(state, player):
+    """Raise with a Queen, a King or a pair when allowed, else call (never fold)."""
+    cards = state.cards[state.round]
+    rank, public = cards[player] // 2, cards[2] // 2
+    strong = (rank >= 1) | ((state.betting == 1) & (rank == public))
+    return jax.nn.one_hot(jnp.where(strong & state.legal_action_mask[RAISE], RAISE, CALL), 3)
+
+
+def always_raise(state, player):
+    return jax.nn.one_hot(jnp.where(state.legal_action_mask[RAISE], RAISE, CALL), 3)
+
+
+OPPONENTS = (  # rank-based
+    Opponent("Tight", tight),
+    Opponent("Aggressive", aggressive),
+    Opponent("AlwaysCall", lambda s, p: jax.nn.one_hot(CALL, 3), "check or call"),
+    Opponent("AlwaysRaise", always_raise, "raise when allowed, else call"),
+    Opponent("Random", lambda s, p: s.legal_action_mask.astype(jnp.float32), "uniform over legal actions"),
+)
+
+
 class Leduc(Game):
     name = "leduc"
     num_actions = 3
@@ -90,6 +125,7 @@ class Leduc(Game):
         "collusive": ("Aggressive",),
     }
     demonstrators = {"Tight": 0.5, "Aggressive": 0.3, "Random": 0.2}
+    opponents = OPPONENTS
 
     def __init__(self, num_hands: int = 1, compact_prompt: bool = False):
         if num_hands < 1:
@@ -97,7 +133,6 @@ class Leduc(Game):
         self.compact_prompt = compact_prompt
         self.num_rounds = num_hands
         self.max_steps = 8 * num_hands
-        self.opponents = tuple(Opponent(n, fn) for n, fn in _rules().items())
 
     # ---- rules -------------------------------------------------------------------------------
     def one_hand(self) -> "Leduc":
@@ -233,35 +268,3 @@ def _movers(acts, first):
 
     return jax.vmap(one)(acts, first.reshape(-1))
 
-
-def _rules() -> dict:
-    """Rank-based opponents. Tight: raise with a pair or a King, call with a Queen, fold a Jack facing
-    a raise (check it otherwise). Aggressive: raise with a Queen, a King or a pair when allowed, else
-    call (never fold). AlwaysCall: check or
-    call. AlwaysRaise: raise when allowed, else call. Random: uniform over legal actions."""
-
-    def tight(state, player):
-        cards = state.cards[state.round]
-        rank, public = cards[player] // 2, cards[2] // 2
-        pair = (state.betting == 1) & (rank == public)
-        strong = pair | (rank == 2)
-        facing = jnp.asarray(_FACING)[state.seq]
-        weak_action = jnp.where(facing & (rank == 0), FOLD, CALL)
-        return jax.nn.one_hot(jnp.where(strong, RAISE, weak_action), 3)
-
-    def aggressive(state, player):
-        cards = state.cards[state.round]
-        rank, public = cards[player] // 2, cards[2] // 2
-        strong = (rank >= 1) | ((state.betting == 1) & (rank == public))
-        return jax.nn.one_hot(jnp.where(strong & state.legal_action_mask[RAISE], RAISE, CALL), 3)
-
-    def always_raise(state, player):
-        return jax.nn.one_hot(jnp.where(state.legal_action_mask[RAISE], RAISE, CALL), 3)
-
-    return {
-        "Tight": tight,
-        "Aggressive": aggressive,
-        "AlwaysCall": lambda s, p: jax.nn.one_hot(CALL, 3),
-        "AlwaysRaise": always_raise,
-        "Random": lambda s, p: s.legal_action_mask.astype(jnp.float32),
-    }
