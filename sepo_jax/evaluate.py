@@ -1,10 +1,14 @@
-"""Command line: `python -m sepo_jax.evaluate --workdir=DIR [--config=FILE ...] [--steps=latest|all|N,M]`.
+"""Command line: `python -m sepo_jax.evaluate --workdir=DIR [--config=FILE ...] [--steps=latest|all|N,M]
+[--exposure]`.
 
 Evaluates the checkpoints of a training run: the paper's metrics (docs/method.md §5: payoff per round vs the
 training pool, exploit-pool advantage, robust payoff, collusion, externality, safety J, NRA; payoff vs
 the `shift` pool where the game has one) from `--episodes` sampled episodes per opponent, every
 (pool, opponent) group on its own, and on games with an exact solver the exact NashConv of the
 learner's own strategy (and Kuhn's card-conditioned bet/call frequencies next to the equilibrium's).
+With `--exposure` (the repeated stage games) also the exposure of the learner's table, read from one
+prompt per row (`readout.prompts`): what the opponent's exact best response earns per round
+(`exposure_br`) and what the learner keeps (`exposure_kept`), `sepo_jax.equilibrium.stage.exposure`.
 Prints the tables and writes DIR/eval.json (one entry per evaluated step; earlier entries kept); with
 `--plots` also the run's figures (training curves; Kuhn's frequencies over the evaluated steps) in DIR/plots/.
 The run's own DIR/config.json is used unless `--config` is given. `--steps` takes the run's step numbers
@@ -25,11 +29,11 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sepo_jax import parallel
+from sepo_jax import games, parallel
 from sepo_jax.config import settings
 from sepo_jax.equilibrium.frequencies import kuhn_alpha, kuhn_frequency_report
 from sepo_jax.progress import Progress, duration, fields
-from sepo_jax.rl import trainer
+from sepo_jax.rl import readout, trainer
 from sepo_jax.rl.loop import plan
 from sepo_jax.rl.sepo import Pool
 
@@ -38,10 +42,13 @@ flags.DEFINE_string("workdir", None, "the training run's folder (holds checkpoin
 flags.DEFINE_string("steps", "latest", "which checkpoints: latest, all, or a comma-separated list of steps")
 flags.DEFINE_integer("episodes", 256, "sampled episodes per opponent")
 flags.DEFINE_integer("seed", 0, "seed of the evaluation episodes")
+flags.DEFINE_bool("exposure", False, "also the exact best response to the learner's table read from one prompt per "
+                  "row (IPD, auction, negotiations; IPD reads 21,845 prompts)")
 flags.DEFINE_bool("plots", False, "also draw the run's figures into DIR/plots/ (sepo_jax/plots.py; needs matplotlib)")
 FLAGS = flags.FLAGS
 
-COLUMNS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "collusion_vs_nash", "externality", "safety", "nra", "shift", "nash_conv")
+COLUMNS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "collusion_vs_nash", "externality", "safety", "nra",
+           "shift", "nash_conv", "exposure_br", "exposure_kept")
 
 
 def load_config(workdir: str, config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
@@ -72,10 +79,12 @@ def pick_steps(spec: str, saved: list[int], workdir: str) -> list[int]:
     return wanted
 
 
-def evaluate_step(setup, evaluate, strategy, params, frozen, episodes: int, seed: int) -> dict:
+def evaluate_step(setup, evaluate, strategy, params, frozen, episodes: int, seed: int, prompts=None) -> dict:
     """Metrics, per-group rows and (Kuhn) frequencies of one set of parameters, on the host;
-    `evaluate` is `trainer.make_evaluate(setup, episodes)`, `strategy` the jitted `trainer.strategy`."""
-    metrics, groups = jax.device_get(evaluate(params, frozen, jax.random.PRNGKey(seed)))
+    `evaluate` is `trainer.make_evaluate(setup, episodes)`, `strategy` the jitted `trainer.strategy`,
+    `prompts` (for the exposure) `readout.prompts` of a stage game."""
+    extra = () if prompts is None else (prompts,)
+    metrics, groups = jax.device_get(evaluate(params, frozen, jax.random.PRNGKey(seed), *extra))
     lay, game = setup.eval_layout(episodes), setup.game
     names = game.opponent_names
     rows = []
@@ -127,9 +136,9 @@ def write_json(path: str, results: dict[int, dict], command: str) -> None:
 
 
 def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, episodes: int, seed: int,
-        progress: bool | None = None) -> dict[int, dict]:
+        progress: bool | None = None, exposure: bool = False) -> dict[int, dict]:
     """Evaluate the chosen checkpoints of the run in `workdir`; `progress`: a bar (True), plain lines
-    (False), or a bar when stdout is a terminal (None)."""
+    (False), or a bar when stdout is a terminal (None); `exposure`: also the stage games' exposure."""
     import orbax.checkpoint as ocp
 
     if not os.path.isdir(workdir):
@@ -137,6 +146,9 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
     if episodes < 1:
         raise app.UsageError(f"--episodes must be >= 1, got {episodes}")
     c = settings(load_config(workdir, config))
+    if exposure and games.STAGE not in games.make(c.game).solvers:
+        raise app.UsageError(f"--exposure: {c.game} has no stage-game solver (the exposure is for ipd, auction, "
+                             "negotiation_v1 and negotiation_v2)")
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
     chosen = pick_steps(steps, list(manager.all_steps()), workdir)
     show = Progress(progress)
@@ -147,6 +159,12 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
                              f"the evaluation batch (--episodes={episodes} x opponents)")
     frozen, evaluate = trainer.place_frozen(setup, frozen), trainer.make_evaluate(setup, episodes)
     strategy = jax.jit(functools.partial(trainer.strategy, setup))
+    prompts = None
+    if exposure:
+        t = time.perf_counter()
+        prompts = jax.device_put(readout.prompts(setup.game, setup.renderer), parallel.replicated(setup.mesh))
+        show.say(f"built the {prompts[3].shape[0]} read-out prompts in {duration(time.perf_counter() - t)}")
+    extra = () if prompts is None else (prompts,)
     target = trainer.init_state(setup, params)
 
     def restore(step):
@@ -163,10 +181,11 @@ def run(workdir: str, config: ml_collections.ConfigDict | None, steps: str, epis
             if i == 1:  # once the checkpoints are known to fit the model
                 show.say("compiling the evaluation...")
                 t = time.perf_counter()
-                evaluate.lower(state.params, frozen, jax.random.PRNGKey(seed)).compile()  # jit reuses this compile
+                key = jax.random.PRNGKey(seed)
+                evaluate.lower(state.params, frozen, key, *extra).compile()  # jit reuses this compile
                 show.say(f"compiled the evaluation in {duration(time.perf_counter() - t)}")
                 show.start("evaluate", 0, len(chosen), unit="checkpoint")
-            results[step] = evaluate_step(setup, evaluate, strategy, state.params, frozen, episodes, seed)
+            results[step] = evaluate_step(setup, evaluate, strategy, state.params, frozen, episodes, seed, prompts)
             phase = "SFT" if step <= c.sft.steps else "SEPO"
             show.advance(i, f"step {step} ({phase}): {fields(results[step]['metrics'], COLUMNS)}", keep=True)
     finally:
@@ -182,7 +201,7 @@ def main(argv):
         raise app.UsageError("--workdir is required: the folder of a training run")
     logging.set_verbosity(logging.WARNING)
     parallel.initialize_distributed()
-    results = run(FLAGS.workdir, FLAGS.config, FLAGS.steps, FLAGS.episodes, FLAGS.seed)
+    results = run(FLAGS.workdir, FLAGS.config, FLAGS.steps, FLAGS.episodes, FLAGS.seed, exposure=FLAGS.exposure)
     print("\n" + format_tables(results))
     path = os.path.join(FLAGS.workdir, "eval.json")
     write_json(path, results, "python -m sepo_jax.evaluate " + " ".join(sys.argv[1:]))

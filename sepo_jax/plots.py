@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 
 from sepo_jax.equilibrium.frequencies import KUHN_SITUATIONS, kuhn_frequencies
 from sepo_jax.games.kuhn import CARD_NAMES, nash_table

@@ -2,8 +2,11 @@
 
 The rules come from the game modules: payoffs (`ipd.PAYOFF`, `auction.round_payoffs`, the
 negotiations' `round_payoffs`, `legal`, `fits`, `gain`), the chance distributions (`auction.VALUES`,
-the negotiation v2 pools and value compositions) and the information-set rows (each table row is
-found by asking the game's own `infoset_index` of a state built for it).
+the negotiation v2 pools and value compositions) and the information-set rows. `histories(game)` holds
+one representative history per row a solver models (the learner in seat 0): its private chance and
+the actions of both seats, replayed with the game's own `step`; the row is the game's `infoset_index`
+of the state it reaches. The solvers read their rows from it and `sepo_jax.rl.readout` prompts the
+model with the same histories, so the table read from the model is the one the solver assumes.
 
 `exposure(game, table)` is the safety number of a learner's tabular strategy (rows as the game's
 `infoset_index`, e.g. read from the model like `sepo_jax.rl.readout` does for Kuhn and Leduc): the
@@ -16,13 +19,14 @@ keeps), so `learner_value` is the worst case. All of it runs under `jit`.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sepo_jax import games
-from sepo_jax.games import Game, auction, ipd, negotiation
+from sepo_jax.games import Game, State, auction, ipd, negotiation
 
 Array = jax.Array
 _TIE = 1e-6
@@ -49,6 +53,112 @@ def exposure(game: Game | str, table: Array) -> dict[str, Array]:
         raise ValueError(f"{game.name}: strategy table must have shape {want}, got {table.shape}")
     br, learner = _EXPOSURE[game.name](game, table)
     return {"br_value": br / game.num_rounds, "learner_value": learner / game.num_rounds}
+
+
+# ---- the rows: one representative history each --------------------------------------------------
+
+
+class Histories(NamedTuple):
+    """One history per table row a stage solver models, the learner in seat 0 at its decision:
+    `start` [N] the state before the first move with the history's private chance dealt, `path`
+    [N, W] the actions of both seats from it (seat 0 then seat 1 each round; -1 padding) and `row` [N]
+    the game's `infoset_index` of the state they reach. Rows no history reaches are not listed."""
+
+    start: State
+    path: Array
+    row: Array
+
+
+def histories(game: Game) -> Histories:
+    """The representative histories of a stage game's rows, in the order of its solver's cells."""
+    start, path = _HISTORIES[game.name](game)
+    reached = jax.vmap(functools.partial(replay, game))(start, path)
+    return Histories(start, path, jax.vmap(game.infoset_index)(reached, jnp.zeros_like(reached.round)))
+
+
+def advance(game: Game, state: State, a: Array) -> State:
+    """`state` after action `a` (the chance of a step from a fixed key); unchanged for a = -1 (padding)."""
+    return jax.tree.map(lambda n, o: jnp.where(a >= 0, n, o), game.step(state, jnp.maximum(a, 0), jax.random.key(0)),
+                        state)
+
+
+def replay(game: Game, state: State, path: Array) -> State:
+    """`state` after the actions of `path` [W] (-1 padding)."""
+    return jax.lax.scan(lambda s, a: (advance(game, s, a), None), state, path)[0]
+
+
+def _dealt(game, n: int, **fields) -> State:
+    """`n` states before the first move with the private chance `fields` ([n, ...] each) set."""
+    state = game.init(jax.random.key(0))
+    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), state).replace(**fields)
+    return state.replace(legal_action_mask=jax.vmap(game.legal)(state, jnp.zeros(n, jnp.int32)))
+
+
+def _path(t, own, opp):
+    """Actions [2 (T - 1)] of the rounds before `t`: the learner (seat 0) `own[r]`, then the opponent
+    `opp[r]` in round r; -1 from round t on."""
+    moves = jnp.stack([own, opp], -1)[:-1]
+    return jnp.where(jnp.arange(moves.shape[0])[:, None] < t, moves, -1).reshape(-1)
+
+
+def _plays(game, name: str, state: State, player) -> Array:
+    """The action of the deterministic opponent `name` playing `player` at `state`."""
+    return jnp.argmax(game.opponents[game.opponent_id(name)].fn(state, player)).astype(jnp.int32)
+
+
+def _ipd_histories(game):
+    """Every row is a full history (round t, code): exact, in row order."""
+    T = game.num_rounds
+    t, code = (jnp.asarray(x) for x in _window_rows(T - 1, T))  # code < 4**t: unchanged
+    digit = (code[:, None] >> (2 * jnp.maximum(t[:, None] - 1 - jnp.arange(T), 0))) & 3  # own * 2 + opp
+    return _dealt(game, t.shape[0]), jax.vmap(_path)(t, digit >> 1, digit & 1)
+
+
+def _auction_histories(game):
+    """Row (round t, the learner's value v, the opponent's last bid b). Not in the row, so fixed: the
+    values are v in every round for both seats, and in every earlier round the learner bid as Truthful
+    (LOW at 2, MEDIUM at 4) and the opponent bid b (ties settled by `advance`'s fixed coin). Cells:
+    round 0 by v, then rounds 1.. by (b, v); the opponent's last bid "none" after round 0 is unreachable."""
+    T, nb, nv = game.num_rounds, game.num_actions, len(auction.VALUES)
+    t = np.concatenate([np.zeros(nv, int), np.repeat(np.arange(1, T), nb * nv)])
+    b = np.concatenate([np.zeros(nv, int), np.tile(np.repeat(np.arange(nb), nv), T - 1)])
+    v = np.tile(np.arange(nv), len(t) // nv)
+    values = jnp.asarray(auction.VALUES, jnp.int32)[jnp.asarray(v)]
+    start = _dealt(game, len(t), values=jnp.broadcast_to(values[:, None, None], (len(t), T, 2)))
+    own = jax.vmap(lambda s: _plays(game, "Truthful", s, 0))(start)
+    return start, jax.vmap(lambda t_, a, b_: _path(t_, jnp.full(T, a), jnp.full(T, b_)))(jnp.asarray(t), own,
+                                                                                         jnp.asarray(b))
+
+
+def _negotiation_v1_histories(game):
+    """Row (round t, the opponent's last demand, the learner's): every earlier round repeats the last
+    one. Cells: round 0, then rounds 1.. by (the opponent's demand, the learner's); a last demand "none"
+    after round 0 is unreachable."""
+    A, T = game.num_actions, game.num_rounds
+    t = np.concatenate([[0], np.repeat(np.arange(1, T), A * A)])
+    opp = np.concatenate([[0], np.tile(np.repeat(np.arange(A), A), T - 1)])
+    own = np.concatenate([[0], np.tile(np.arange(A), A * (T - 1))])
+    path = jax.vmap(lambda t_, a, b: _path(t_, jnp.full(T, a), jnp.full(T, b)))(*map(jnp.asarray, (t, own, opp)))
+    return _dealt(game, len(t)), path
+
+
+def _v2_pools():
+    """Every pool [64, 3], in the order of the game's pool index."""
+    grid = np.meshgrid(*[np.arange(1, negotiation.MAX_ITEMS + 1)] * 3, indexing="ij")
+    return jnp.asarray(np.array(grid).reshape(3, -1).T, jnp.int32)
+
+
+def _negotiation_v2_histories(game):
+    """Row (round t, pool, the learner's values): history is not in the row, so fixed: the opponent has
+    the learner's values, and in every earlier round both seats demanded half the pool, rounded down
+    (as FairNeg; a deal). Cells by (t, pool, values): every row, in row order."""
+    T, pools, comps = game.num_rounds, _v2_pools(), jnp.asarray(negotiation.COMPOSITIONS)
+    t, p, v = (jnp.asarray(x.reshape(-1)) for x in np.meshgrid(np.arange(T), np.arange(len(pools)),
+                                                                np.arange(len(comps)), indexing="ij"))
+    ids = jnp.stack([v, v], -1).astype(jnp.int32)
+    start = _dealt(game, t.shape[0], pool=pools[p], values=comps[ids], values_id=ids)
+    half = jax.vmap(lambda s: _plays(game, "FairNeg", s, 0))(start)
+    return start, jax.vmap(lambda t_, a: _path(t_, jnp.full(T, a), jnp.full(T, a)))(t, half)
 
 
 # ---- iterated prisoner's dilemma: backward induction over window strategies ---------------------
@@ -138,16 +248,12 @@ def _auction_exposure(game, table):
         values.reshape(-1, 2), jnp.stack([b, a], -1).reshape(-1, 2), coin.reshape(-1))
     U = pay.reshape(nv, nv, nb, nb, 2, 2).mean(4)
     T = game.num_rounds
-    t, last, v = np.meshgrid(np.arange(T), np.arange(nb + 1), np.arange(nv), indexing="ij")  # last: bid index + 1, 0 none
-    moves = lambda t_, l_: jnp.full((T, 2), -1, jnp.int32).at[jnp.maximum(t_ - 1, 0), 0].set(jnp.where(t_ > 0, l_ - 1, -1))
-    base = game.init(jax.random.key(0))
-    rows = jax.vmap(lambda t_, l_, v_: game.infoset_index(
-        base.replace(round=t_, moves=moves(t_, l_), values=base.values.at[t_, 1].set(jnp.asarray(auction.VALUES)[v_])), 1))(
-        jnp.asarray(t.reshape(-1)), jnp.asarray(last.reshape(-1)), jnp.asarray(v.reshape(-1))).reshape(t.shape)
-    W = jnp.zeros((nb + 1, 2))  # continuation (br, learner) after the BR's bid index + 1
+    rows = histories(game).row
+    first, later = table[rows[:nv]][None], table[rows[nv:]].reshape(T - 1, nb, nv, nb)  # [last bid, v, a]
+    W = jnp.zeros((nb, 2))  # continuation (br, learner) after the BR's bid
     for k in reversed(range(T)):
-        pi = table[rows[k]]  # [last, v_learner, a]
-        q = jnp.einsum("lva,wvbak->lwbk", pi, U) / nv + W[1:][None, None]  # [last, v_br, b, (br, learner)]
+        pi = later[k - 1] if k else first
+        q = jnp.einsum("lva,wvbak->lwbk", pi, U) / nv + W[None, None]  # [last, v_br, b, (br, learner)]
         x = _argbest(q[..., 0], q[..., 1])
         W = (x[..., None] * q).sum(2).mean(1)  # [last, 2]
     return W[0, 0], W[0, 1]
@@ -162,15 +268,12 @@ def _negotiation_v1_exposure(game, table):
     base = game.init(jax.random.key(0))
     b, a = np.meshgrid(np.arange(A), np.arange(A), indexing="ij")
     U = jax.vmap(lambda m: game.round_payoffs(base, m))(jnp.stack([b, a], -1).reshape(-1, 2)).reshape(A, A, 2)
-    t, lb, la = np.meshgrid(np.arange(T), np.arange(A + 1), np.arange(A + 1), indexing="ij")  # last demands + 1, 0 none
-    moves = lambda t_, lb_, la_: jnp.full((T, 2), -1, jnp.int32).at[jnp.maximum(t_ - 1, 0)].set(
-        jnp.where(t_ > 0, jnp.stack([lb_, la_]) - 1, -1))
-    rows = jax.vmap(lambda t_, lb_, la_: game.infoset_index(base.replace(round=t_, moves=moves(t_, lb_, la_)), 1))(
-        jnp.asarray(t.reshape(-1)), jnp.asarray(lb.reshape(-1)), jnp.asarray(la.reshape(-1))).reshape(t.shape)
-    W = jnp.zeros((A + 1, A + 1, 2))  # continuation after (br demand + 1, learner demand + 1)
+    rows = histories(game).row
+    first, later = table[rows[:1]].reshape(1, 1, A), table[rows[1:]].reshape(T - 1, A, A, A)  # [lb, la, a]
+    W = jnp.zeros((A, A, 2))  # continuation after (br demand, learner demand)
     for k in reversed(range(T)):
-        pi = table[rows[k]]  # [lb, la, a]
-        q = jnp.einsum("xya,bak->xybk", pi, U + W[1:, 1:])  # [lb, la, b, (br, learner)]
+        pi = later[k - 1] if k else first
+        q = jnp.einsum("xya,bak->xybk", pi, U + W)  # [lb, la, b, (br, learner)]
         x = _argbest(q[..., 0], q[..., 1])
         W = (x[..., None] * q).sum(2)
     return W[0, 0, 0], W[0, 0, 1]
@@ -183,18 +286,14 @@ def _negotiation_v1_exposure(game, table):
 def _negotiation_v2_exposure(game, table):
     T, A = game.num_rounds, game.num_actions
     comps = jnp.asarray(negotiation.COMPOSITIONS)
-    pools = jnp.asarray(np.array(np.meshgrid(*[np.arange(1, negotiation.MAX_ITEMS + 1)] * 3, indexing="ij")).reshape(3, -1).T)
+    pools = _v2_pools()
     base = game.init(jax.random.key(0))
     at = lambda p: base.replace(pool=p, values=comps[:2])
     legal = jax.vmap(lambda p: game.legal(at(p), 0))(pools)  # [P, A]
     fits = jax.vmap(lambda p: jax.vmap(lambda b: jax.vmap(lambda a: game.fits(at(p), jnp.stack([b, a])))(jnp.arange(A)))(jnp.arange(A)))(pools)
     gain = jax.vmap(lambda v: jax.vmap(lambda a: game.gain(base.replace(values=jnp.stack([v, v])), 0, a))(jnp.arange(A)))(comps)
     gain = gain.astype(jnp.float32)  # [V, A]: what demand a earns at values v
-    t, p, v = np.meshgrid(np.arange(T), np.arange(len(pools)), np.arange(len(comps)), indexing="ij")
-    rows = jax.vmap(lambda t_, p_, v_: game.infoset_index(
-        base.replace(round=t_, pool=pools[p_], values_id=jnp.stack([0, v_])), 1))(
-        jnp.asarray(t.reshape(-1)), jnp.asarray(p.reshape(-1)), jnp.asarray(v.reshape(-1))).reshape(t.shape)
-    pi = table[rows]  # [T, P, V_learner, a]
+    pi = table[histories(game).row].reshape(T, len(pools), len(comps), A)  # [T, P, V_learner, a]
     fit_prob = jnp.einsum("tpva,pba->tpb", pi, fits.astype(jnp.float32)) / len(comps)  # P(deal | br demand b)
     kept = jnp.einsum("tpva,pba,va->tpb", pi, fits.astype(jnp.float32), gain) / len(comps)  # learner's payoff
     q = fit_prob[:, :, None, :] * gain[None, None]  # [T, P, V_br, b]
@@ -202,6 +301,12 @@ def _negotiation_v2_exposure(game, table):
     return (x * q).sum(-1).mean((1, 2)).sum(), (x * kept[:, :, None, :]).sum(-1).mean((1, 2)).sum()
 
 
+_HISTORIES = {
+    "ipd": _ipd_histories,
+    "auction": _auction_histories,
+    "negotiation_v1": _negotiation_v1_histories,
+    "negotiation_v2": _negotiation_v2_histories,
+}
 _EXPOSURE = {
     "ipd": _ipd_exposure,
     "auction": _auction_exposure,

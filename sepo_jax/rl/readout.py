@@ -1,10 +1,12 @@
 """The learner's own behavioural strategy table, read from the model for the exact solvers.
 
-For Kuhn and Leduc every information set of the single-hand tree is turned into a state of the
-first hand of our game (seat 0 moving first) by replaying one history that reaches it; the model
-scores all these prompts in one batched pass and its legal-action distribution fills the row. Later
-hands add the history of earlier ones to the prompt; the table is the strategy of the first hand. In
-the conversation format a row's prompt is the mover's conversation along that history.
+Every row is reached by replaying one history from a dealt state. For Kuhn and Leduc every
+information set of the single-hand tree becomes a state of the first hand of our game (seat 0 moving
+first); later hands add the history of earlier ones to the prompt, so the table is the strategy of the
+first hand. For the repeated stage games (IPD, auction, negotiations) the histories are the stage
+solver's own (`sepo_jax.equilibrium.stage.histories`, the learner in seat 0). The model scores these
+prompts and its legal-action distribution fills the row. In the conversation format a row's prompt is
+the mover's conversation along its history.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sepo_jax.equilibrium import stage
 from sepo_jax.equilibrium import tree as tree_lib
-from sepo_jax.games import ChatRenderer, Game, State
+from sepo_jax.games import STAGE, ChatRenderer, Game, State
 
 
 @functools.cache
@@ -45,36 +48,39 @@ def _dealt(game: Game, deal) -> State:
     return game.with_cards(state, state.data["cards"].at[0, : deal.shape[0]].set(deal))
 
 
-def _move(game: Game, state: State, a) -> State:
-    """`state` after action `a`; unchanged for a = -1 (path padding)."""
-    return jax.tree.map(lambda n, o: jnp.where(a >= 0, n, o), game.step(state, jnp.maximum(a, 0), jax.random.key(0)), state)
+def _starts(game: Game) -> tuple[State, jax.Array, jax.Array]:
+    """(dealt states [N], action paths [N, W] (-1 padding), row [N]): one history per used row."""
+    if STAGE in game.solvers:
+        return jax.jit(functools.partial(stage.histories, game))()
+    rows, cards, paths = _histories(game.name)
+    return jax.jit(jax.vmap(functools.partial(_dealt, game)))(jnp.asarray(cards)), jnp.asarray(paths), jnp.asarray(rows)
+
+
+def _reach(game: Game, starts: State, paths: jax.Array) -> State:
+    return jax.jit(jax.vmap(functools.partial(stage.replay, game)))(starts, paths)
 
 
 def infoset_states(game: Game) -> tuple[State, jax.Array, jax.Array]:
     """(states [N], mover [N], row [N]) with one state per used row of `game`'s tabular strategy."""
-    rows, cards, paths = _histories(game.name)
-
-    def one(deal, path):
-        return jax.lax.scan(lambda s, a: (_move(game, s, a), None), _dealt(game, deal), path)[0]
-
-    states = jax.jit(jax.vmap(one))(jnp.asarray(cards), jnp.asarray(paths))
-    return states, states.current_player, jnp.asarray(rows)
+    starts, paths, rows = _starts(game)
+    states = _reach(game, starts, paths)
+    return states, states.current_player, rows
 
 
 def infoset_conversations(game: Game, chat: ChatRenderer) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """The read-out in the conversation format: (ids [N, L], mask [N, L], legal [N, D, A], decision [N],
     row [N]): each row's history replayed as its mover's conversation (a turn at each of the mover's
     decisions, its own actions as answers), the row being the mover's decision `decision`."""
-    rows, cards, paths = _histories(game.name)
-    states, movers, _ = infoset_states(game)
+    starts, paths, rows = _starts(game)
+    states = _reach(game, starts, paths)
     width, num = chat.turn_width, game.max_decisions
 
-    def one(deal, path, mover):
-        state, said, last, k = _dealt(game, deal), chat.start(), jnp.int32(-1), jnp.int32(0)
-        ids, mask = jnp.zeros(chat.length, jnp.int32), jnp.zeros(chat.length, bool)
+    def one(state, path, mover):
         length = (path >= 0).sum()
-        for i in range(path.shape[0] + 1):
-            a = path[i] if i < path.shape[0] else jnp.int32(-1)
+
+        def move(carry, xs):  # one action of the history, after the mover's turn when it is its decision
+            state, said, last, k, ids, mask = carry
+            i, a = xs
             speak = (state.current_player == mover) & (i <= length) & ((a >= 0) | (i == length))
             first_ids, first_mask, first_said = chat.turn(state, mover, said, last, first=True)
             turn_ids, turn_mask, turn_said = chat.turn(state, mover, said, last, first=False)
@@ -85,19 +91,38 @@ def infoset_conversations(game: Game, chat: ChatRenderer) -> tuple[jax.Array, ja
             ids, mask = put(ids, first_ids, turn_ids), put(mask, first_mask, turn_mask)
             said = jnp.where(speak, jnp.where(k == 0, first_said, turn_said), said)
             last = jnp.where(speak & (a >= 0), a, last)
-            k = k + speak
-            state = _move(game, state, a)
+            return (stage.advance(game, state, a), said, last, k + speak, ids, mask), None
+
+        carry = (state, chat.start(), jnp.int32(-1), jnp.int32(0), jnp.zeros(chat.length, jnp.int32),
+                 jnp.zeros(chat.length, bool))
+        xs = (jnp.arange(path.shape[0] + 1), jnp.append(path, -1))
+        _, _, _, k, ids, mask = jax.lax.scan(move, carry, xs)[0]
         return ids, mask, k - 1
 
-    ids, mask, decision = jax.jit(jax.vmap(one))(jnp.asarray(cards), jnp.asarray(paths), movers)
+    ids, mask, decision = jax.jit(jax.vmap(one))(starts, paths, states.current_player)
     legal = jnp.ones((len(rows), num, game.num_actions), bool).at[jnp.arange(len(rows)), decision].set(
         states.legal_action_mask)
-    return ids, mask, legal, decision, jnp.asarray(rows)
+    return ids, mask, legal, decision, rows
+
+
+def prompts(game: Game, renderer) -> tuple:
+    """The read-out's prompts in `trainer.Setup.readout`'s layout: (ids, mask, legal, rows) of the restated
+    prompts (a `PromptRenderer`), or (ids, mask, legal, rows, decision) of the conversations (a `ChatRenderer`)."""
+    if isinstance(renderer, ChatRenderer):
+        ids, mask, legal, decision, rows = infoset_conversations(game, renderer)
+        return ids, mask, legal, rows, decision
+    states, mover, rows = infoset_states(game)
+    ids, mask = jax.jit(jax.vmap(functools.partial(renderer.render, game)))(states, mover)
+    return ids, mask, states.legal_action_mask, rows
 
 
 def strategy_table(game: Game, probs: jax.Array, rows: jax.Array) -> jax.Array:
-    """Scatter per-row distributions [N, A] into a full table (unused rows uniform over legal)."""
-    tree = tree_lib.get_tree(game.name)
-    legal = np.where((tree.row_player >= 0)[:, None], tree.legal, True)
+    """Scatter per-row distributions [N, A] into a full table (unused rows uniform over legal; every
+    action of a stage game is legal in the rows its histories do not reach)."""
+    if STAGE in game.solvers:
+        legal = np.ones((game.num_infosets, game.num_actions), bool)
+    else:
+        tree = tree_lib.get_tree(game.name)
+        legal = np.where((tree.row_player >= 0)[:, None], tree.legal, True)
     table = jnp.asarray(legal / legal.sum(-1, keepdims=True), jnp.float32)
     return table.at[rows].set(probs)

@@ -27,7 +27,7 @@ from flax import nnx
 from sepo_jax import games as games_lib
 from sepo_jax import model as model_lib
 from sepo_jax import parallel
-from sepo_jax.equilibrium import best_response, cfr
+from sepo_jax.equilibrium import best_response, cfr, stage
 from sepo_jax.model import lora as lora_lib
 from sepo_jax.model import sampler
 from sepo_jax.settings import Settings
@@ -247,14 +247,7 @@ def build(c: Settings, mesh=None, model=None, tokenizer=None) -> tuple[Setup, An
     share = Sharing(c.grpo.microbatches * c.grpo.share_passes, mesh) if _shares_prompts(c) and not chat else None
     policy = Policy(graphdef, renderer, c.rollout.temperature, c.rollout.reasoning_budget, suffix, tokenizer.eos_id,
                     share)
-    readout_arrays = None
-    if games_lib.has_exact_solver(c.game) and chat:
-        ids, mask, legal, decision, rows = readout.infoset_conversations(game, renderer)
-        readout_arrays = (ids, mask, legal, rows, decision)
-    elif games_lib.has_exact_solver(c.game):
-        states, mover, rows = readout.infoset_states(game)
-        ids, mask = jax.jit(jax.vmap(functools.partial(renderer.render, game)))(states, mover)
-        readout_arrays = (ids, mask, states.legal_action_mask, rows)
+    readout_arrays = readout.prompts(game, renderer) if games_lib.has_exact_solver(c.game) else None
     expert = jnp.asarray(cfr.equilibrium_table(game.name), jnp.float32) if c.sft.expert == "equilibrium" else None
     sft_tx = optax.chain(
         optax.clip_by_global_norm(c.sft.grad_clip),
@@ -305,6 +298,25 @@ def strategy(s: Setup, params, frozen) -> Array:
     return readout.strategy_table(s.game, jnp.exp(logp), rows)
 
 
+def stage_table(s: Setup, params, frozen, prompts, rows_per_pass: int = 256) -> Array:
+    """The learner's behavioural table [I, A] of a repeated stage game, read from `prompts` =
+    `readout.prompts(s.game, s.renderer)` (an argument, not a constant: IPD has 21,845 rows) in
+    passes of at most `rows_per_pass` prompts, each spread over the mesh's batch devices."""
+    ids, mask, legal, rows, *decision = prompts
+    n = rows.shape[0]
+    passes = -(-n // rows_per_pass)
+    size = passes * -(-n // (passes * parallel.batch_devices(s.mesh))) * parallel.batch_devices(s.mesh)
+    pad = lambda x: jnp.concatenate([x, jnp.broadcast_to(x[:1], (size - n, *x.shape[1:]))])  # noqa: E731
+    inputs = _microbatches(s, passes)(jax.tree.map(pad, (ids, mask, legal, *decision)))
+
+    def score(x):
+        logp = s.policy.log_probs(params, frozen, *x[:3])
+        return logp[jnp.arange(logp.shape[0]), x[3]] if decision else logp
+
+    logp = jnp.swapaxes(jax.lax.map(score, inputs), 0, 1).reshape(size, -1)[:n]
+    return readout.strategy_table(s.game, jnp.exp(logp), rows)
+
+
 def _on_mesh(s: Setup, fn):
     """`fn(s, *args)` traced under the mesh, so the model gathers FSDP-sharded weights where it uses them."""
     def traced(*args):
@@ -335,7 +347,10 @@ def make_evaluate(s: Setup, episodes: int):
     """`evaluate(params, frozen, key) -> (metrics, per-group arrays [G])`: the paper's metrics of
     `params` from `episodes` sampled episodes (at the rollout temperature, docs/method.md §3 item 5) against
     every opponent of every pool, in the order of `s.eval_layout(episodes)`'s groups, plus exact
-    NashConv where solvable."""
+    NashConv where solvable. `evaluate(params, frozen, key, prompts)` on a stage game, `prompts` =
+    `readout.prompts(s.game, s.renderer)`, adds the exposure of the model's table (`stage_table`):
+    what the opponent's exact best response earns per round (`exposure_br`) and what the learner keeps
+    (`exposure_kept`)."""
     return jax.jit(_on_mesh(s, functools.partial(_evaluate, episodes=episodes)), out_shardings=parallel.replicated(s.mesh))
 
 
@@ -375,7 +390,7 @@ def _sft_step(s: Setup, state: TrainState, frozen):
     return new, metrics
 
 
-def _evaluate(s: Setup, params, frozen, key, *, episodes: int):
+def _evaluate(s: Setup, params, frozen, key, prompts=None, *, episodes: int):
     lay = s.eval_layout(episodes)
     traj = rollout.rollout(s.game, s.renderer, s.policy.learner(params, frozen),
                            parallel.shard_batch(s.mesh, jnp.asarray(lay.opponent)),
@@ -389,6 +404,9 @@ def _evaluate(s: Setup, params, frozen, key, *, episodes: int):
         metrics["shift"] = over_pool(groups["payoff"], "shift")
     if s.exact:
         metrics["nash_conv"] = best_response.nash_conv_table(s.game.name, strategy(s, params, frozen))
+    if prompts is not None:
+        exposed = stage.exposure(s.game, stage_table(s, params, frozen, prompts))
+        metrics["exposure_br"], metrics["exposure_kept"] = exposed["br_value"], exposed["learner_value"]
     return metrics, groups
 
 
