@@ -14,8 +14,8 @@ import ml_collections
 
 from sepo_jax import games
 from sepo_jax import settings as settings_lib
-from sepo_jax.settings import (ADVANTAGE_MODES, AGGREGATIONS, CREDIT_MODES, DTYPES, EXPERTS, KL_MODES, PROMPT_FORMATS,
-                               REMATS, TRAINING_POOLS)
+from sepo_jax.settings import (ADVANTAGE_MODES, AGGREGATIONS, CREDIT_MODES, DTYPES, EXPERTS, EXPLOIT_OPPONENTS,
+                               EXPLOIT_SIGNALS, KL_MODES, PROMPT_FORMATS, REMATS, TRAINING_POOLS)
 
 # (lambda_e, lambda_c, lambda_x) used in the paper (docs/method.md §1)
 PAPER_LAMBDAS = {
@@ -76,6 +76,8 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.sepo.lambda_x = lam_x
     c.sepo.pool_weighting = True  # weight each group's advantages by its pool's weight after normalisation
     c.sepo.pools = ("train", "exploit", "collusive")
+    c.sepo.exploit_signal = "episode"  # the paper's; "round" charges each round its own signed exploit advantage
+    c.sepo.exploit_opponents = "pool"  # or "best_response": under exact credit, train against the exact best response alone
 
     c.grpo = ml_collections.ConfigDict()
     c.grpo.advantage = "per_round"
@@ -246,6 +248,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"only kuhn and leduc take these; {c.game} does not")
     need(c.rollout.learner_seat in (0, 1, -1), "rollout.learner_seat", "must be 0, 1 or -1 (alternate)")
     one_of("sepo.credit", CREDIT_MODES)
+    one_of("sepo.exploit_signal", EXPLOIT_SIGNALS)
+    need(c.sepo.exploit_signal == "episode" or c.sepo.credit in ("credited", "exact"), "sepo.exploit_signal",
+         f"'round' is a per-episode credit: it needs sepo.credit 'credited' or 'exact', got {c.sepo.credit!r}")
+    one_of("sepo.exploit_opponents", EXPLOIT_OPPONENTS)
+    need(c.sepo.exploit_opponents == "pool" or c.sepo.credit == "exact", "sepo.exploit_opponents",
+         "'best_response' needs sepo.credit='exact' (the exact best response is only there)")
     need(c.sepo.credit != "exact" or c.game in EXACT_SOLVER_GAMES, "sepo.credit",
          f"'exact' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'credited' for {c.game}")
     need("train" in c.sepo.pools, "sepo.pools", "must include 'train'")
@@ -334,6 +342,15 @@ def key_help() -> dict[str, tuple[str, str]]:
                                 "lambda_e, collusive lambda_c)", "True or False"),
         "sepo.pools": ("the opponent pools trained against (shift is for evaluation only)",
                        "a tuple of " + ", ".join(TRAINING_POOLS) + " including train"),
+        "sepo.exploit_signal": ("what an exploit-pool episode is charged under credited / exact credit: episode = "
+                                "max(0, mean opponent payoff - mean learner payoff) of the episode, in every round (the "
+                                "paper's); round = each round's signed opponent payoff - learner payoff, no floor (against "
+                                "the exact best response: payoff maximisation against it per round, exploitability "
+                                "descent)", one_of(EXPLOIT_SIGNALS) + "; round only with credit credited or exact"),
+        "sepo.exploit_opponents": ("who the exploit pool's training episodes play: pool = the game's exploit pool (plus the "
+                                   "exact best response under exact credit); best_response = the exact best response "
+                                   "alone (evaluation still plays the game's exploit pool)",
+                                   one_of(EXPLOIT_OPPONENTS) + "; best_response only with sepo.credit exact"),
         "grpo.advantage": ("per_round: each round normalised across the group (the paper); per_episode: each decision "
                            "credited with its episode's total", one_of(ADVANTAGE_MODES)),
         "grpo.scale_std": ("divide advantages by the group's standard deviation", "True or False"),

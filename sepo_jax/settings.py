@@ -17,6 +17,8 @@ from typing import Literal
 
 PROMPT_FORMATS = ("restated", "conversation")
 CREDIT_MODES = ("shared", "auxiliary", "credited", "exact")
+EXPLOIT_SIGNALS = ("episode", "round")
+EXPLOIT_OPPONENTS = ("pool", "best_response")
 TRAINING_POOLS = ("train", "exploit", "collusive")  # the evaluation adds "shift"
 ADVANTAGE_MODES = ("per_round", "per_episode")
 KL_MODES = ("one_sided", "k1", "k3", "none")
@@ -65,6 +67,8 @@ class Sepo:
     lambda_x: float
     pool_weighting: bool
     pools: tuple[str, ...]
+    exploit_signal: Literal[EXPLOIT_SIGNALS]
+    exploit_opponents: Literal[EXPLOIT_OPPONENTS]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sepo_jax import games
 from sepo_jax.rl import grpo, metrics, rollout, sepo
@@ -94,3 +95,53 @@ def test_credited_rewards_by_pool():
     np.testing.assert_allclose(rew[exploit], np.repeat(-1.5 * 1.5 * e[exploit][:, None], rew.shape[1], 1), rtol=1e-6)
     np.testing.assert_allclose(rew[coll][:, 0], -2.4 * np.asarray(traj.collusion)[coll], rtol=1e-6)
     assert bool(trains.all())
+
+
+def test_round_exploit_signal_charges_each_round_its_own_signed_advantage():
+    """`exploit_signal="round"`: exploit-pool rounds get -lambda_e*s*(opponent - learner payoff of that round),
+    no floor; the train and collusive pools and the default ("episode", the paper's) are unchanged."""
+    traj, pool, _ = play("exact", 1, seed=3)
+    default, _ = sepo.rewards(traj, pool, "exact", LAM, N)
+    episode, _ = sepo.rewards(traj, pool, "exact", LAM, N, exploit_signal="episode")
+    rnd, trains = sepo.rewards(traj, pool, "exact", LAM, N, exploit_signal="round")
+    np.testing.assert_array_equal(default, episode)
+    mine, theirs = metrics.seat_payoffs(traj)
+    exploit = np.asarray(pool == sepo.Pool.EXPLOIT)
+    assert exploit.sum() == 3 * N  # NashApprox, AlwaysBet and the tabular best response
+    np.testing.assert_allclose(rnd[exploit], -1.5 * 1.5 * np.asarray(theirs - mine)[exploit], rtol=1e-6)
+    np.testing.assert_array_equal(rnd[~exploit], default[~exploit])
+    # zero-sum: the charge is 2*lambda_e*s times the learner's own round payoff, won rounds included
+    np.testing.assert_allclose(rnd[exploit], 2 * 1.5 * 1.5 * np.asarray(mine)[exploit], rtol=1e-6, atol=1e-6)
+    assert float(np.asarray(rnd[exploit]).max()) > 0 and float(np.asarray(default[exploit]).max()) == 0.0
+    assert bool(trains.all())
+
+
+def test_the_config_validates_the_exploit_signal_and_opponents():
+    import ml_collections
+
+    from sepo_jax.config import validate
+
+    c = default_config("kuhn")
+    assert (c.sepo.exploit_signal, c.sepo.exploit_opponents) == ("episode", "pool")
+    c.sepo.exploit_signal, c.sepo.exploit_opponents = "round", "best_response"
+    validate(c)
+    for key, value, credit, match in [("exploit_signal", "hand", "exact", "sepo.exploit_signal: must be one of"),
+                                      ("exploit_signal", "round", "shared", "sepo.exploit_signal: 'round' is a per-episode"),
+                                      ("exploit_opponents", "best_response", "credited", "sepo.exploit_opponents")]:
+        d = default_config("kuhn").to_dict()
+        d["sepo"][key], d["sepo"]["credit"] = value, credit
+        with pytest.raises(ValueError, match=match):
+            validate(ml_collections.ConfigDict(d))
+
+
+def test_exploit_opponents_best_response_trains_against_the_exact_best_response_alone():
+    c = default_config("kuhn")
+    full = make_layout(GAME, settings(c))
+    c.sepo.exploit_opponents = "best_response"
+    alone = make_layout(GAME, settings(c))
+    exploit = lambda lay: sorted(set(lay.opponent[lay.pool == sepo.Pool.EXPLOIT].tolist()))  # noqa: E731
+    assert exploit(full) == sorted(GAME.pool_ids("exploit")) + [GAME.tabular_id]
+    assert exploit(alone) == [GAME.tabular_id]
+    others = lambda lay: lay.opponent[lay.pool != sepo.Pool.EXPLOIT].tolist()  # noqa: E731
+    assert others(alone) == others(full)  # the other pools are untouched
+    assert exploit(make_layout(GAME, settings(c), episodes=8)) == sorted(GAME.pool_ids("exploit"))  # evaluation: the pool

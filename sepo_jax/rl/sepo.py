@@ -7,7 +7,14 @@ each credit mode means is one row of `CREDIT` (docs/method.md §3):
 - `credited` (§3 item 3): each episode gets only what it produced, by pool. Train pool:
   s*u_t - lambda_x*x; exploit pool: -lambda_e*s*e - lambda_x*x with e = max(0, mean opponent payoff -
   mean learner payoff) of that episode; collusive pool: -lambda_c*c of that episode.
-- `exact`: `credited`, with the exact best response to the current policy in the exploit pool.
+- `exact`: `credited`, with the exact best response to the current policy in the exploit pool
+  (`sepo.exploit_opponents = "best_response"`: the best response alone).
+- `exploit_signal` (`credited`, `exact`): what an exploit-pool episode is charged. `episode` (the paper's):
+  e = max(0, mean opponent payoff - mean learner payoff) of the whole episode, the same in every round,
+  so every won (or drawn) episode gets the same 0 whatever it won. `round`: each round's own signed
+  advantage of the opponent, e_t = opponent payoff - learner payoff of round t (no floor); against the
+  exact best response in a zero-sum game this is payoff maximisation against it, per round, i.e.
+  exploitability descent (Lockhart et al. 2019; experiments/results/safety_frontier_kuhn.md).
 - `shared` (the paper's accidental first version): train-pool episodes get s*u_t minus one penalty
   shared by the whole group (pool means of e and c, group mean of x); it cancels under group
   normalisation, so this is reward-only GRPO. Side episodes carry no gradient.
@@ -50,16 +57,16 @@ class Pool(enum.IntEnum):
 assert tuple(p.name.lower() for p in Pool)[:3] == settings.TRAINING_POOLS
 
 
-def _credited(traj: Trajectory, pool, lam: Lambdas, group_size: int):
-    mine, _ = seat_payoffs(traj)
-    e, c, x = episode_exploit(traj), traj.collusion, traj.externality
-    per_episode = jnp.where(pool == Pool.EXPLOIT, -lam.exploit(e) - lam.externality(x),
-                            jnp.where(pool == Pool.COLLUSIVE, -lam.collusion(c), -lam.externality(x)))
-    rew = jnp.where((pool == Pool.TRAIN)[:, None], lam.payoff(mine), 0.0) + per_episode[:, None]
+def _credited(traj: Trajectory, pool, lam: Lambdas, group_size: int, exploit_signal: str):
+    mine, theirs = seat_payoffs(traj)
+    e = theirs - mine if exploit_signal == "round" else episode_exploit(traj)[:, None]  # [E, R] or [E, 1]
+    side = jnp.where(pool == Pool.COLLUSIVE, -lam.collusion(traj.collusion), -lam.externality(traj.externality))
+    rew = (jnp.where((pool == Pool.TRAIN)[:, None], lam.payoff(mine), 0.0)
+           + jnp.where((pool == Pool.EXPLOIT)[:, None], -lam.exploit(e), 0.0) + side[:, None])
     return rew, jnp.ones(pool.shape, bool)
 
 
-def _shared(traj: Trajectory, pool, lam: Lambdas, group_size: int):
+def _shared(traj: Trajectory, pool, lam: Lambdas, group_size: int, exploit_signal: str):
     mine, _ = seat_payoffs(traj)
     group_x = traj.externality.reshape(-1, group_size).mean(-1).repeat(group_size)
     penalty = (lam.exploit(rate(episode_exploit(traj), pool == Pool.EXPLOIT))
@@ -67,7 +74,7 @@ def _shared(traj: Trajectory, pool, lam: Lambdas, group_size: int):
     return lam.payoff(mine) - penalty[:, None], pool == Pool.TRAIN
 
 
-def _auxiliary(traj: Trajectory, pool, lam: Lambdas, group_size: int):
+def _auxiliary(traj: Trajectory, pool, lam: Lambdas, group_size: int, exploit_signal: str):
     mine, _ = seat_payoffs(traj)
     idx = jnp.arange(pool.shape[0])
     side_e = _nth(episode_exploit(traj), pool == Pool.EXPLOIT, idx)
@@ -87,9 +94,10 @@ def _nth(values, members, idx):
 
 @dataclasses.dataclass(frozen=True)
 class Credit:
-    """What a credit mode means: its rewards `(traj, pool, lam, group_size) -> (per-round rewards [E, R],
-    which episodes carry gradient [E])`, and whether the exploit pool also plays the exact best response
-    to the current policy (the step's layout reads this)."""
+    """What a credit mode means: its rewards `(traj, pool, lam, group_size, exploit_signal) -> (per-round
+    rewards [E, R], which episodes carry gradient [E])` (`shared` and `auxiliary` charge the paper's episode
+    e: the config allows only `exploit_signal="episode"` with them), and whether the exploit pool also plays
+    the exact best response to the current policy (the step's layout reads this)."""
 
     rewards: Callable
     best_response: bool = False
@@ -100,9 +108,10 @@ CREDIT = {"shared": Credit(_shared), "auxiliary": Credit(_auxiliary), "credited"
 assert tuple(CREDIT) == settings.CREDIT_MODES
 
 
-def rewards(traj: Trajectory, pool: jax.Array, credit: str, lam: Lambdas, group_size: int):
+def rewards(traj: Trajectory, pool: jax.Array, credit: str, lam: Lambdas, group_size: int,
+            exploit_signal: str = "episode"):
     """Per-round rewards [E, R] and the per-episode gradient mask [E] (side episodes 0) of `credit`."""
-    return CREDIT[credit].rewards(traj, pool, lam, group_size)
+    return CREDIT[credit].rewards(traj, pool, lam, group_size, exploit_signal)
 
 
 def pool_weights(pool: jax.Array, lam: Lambdas) -> jax.Array:
@@ -115,7 +124,7 @@ def advantages(traj: Trajectory, pool: jax.Array, lam: Lambdas, group_size: int,
                grpo_settings: settings.Grpo):
     """The chain for one step: (advantages [E, R] of the episodes that carry gradient, 0 elsewhere, that
     gradient mask [E], the share of zero-variance (group, round) cells)."""
-    rew, carries = rewards(traj, pool, sepo.credit, lam, group_size)
+    rew, carries = rewards(traj, pool, sepo.credit, lam, group_size, sepo.exploit_signal)
     adv, zero_var = grpo.advantages(rew.reshape(-1, group_size, rew.shape[1]), grpo_settings.advantage,
                                     grpo_settings.scale_std)
     adv = adv.reshape(rew.shape)

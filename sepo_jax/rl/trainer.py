@@ -62,7 +62,8 @@ def make_layout(game, c: Settings, episodes: int | None = None, pools=None) -> L
     for name in pools or c.sepo.pools:
         ids = list(game.pool_ids(name)) if name in game.pools else []
         if name == "exploit" and sepo.CREDIT[c.sepo.credit].best_response and not episodes:
-            ids.append(game.tabular_id)  # the exact best response to the current policy
+            alone = c.sepo.exploit_opponents == "best_response"  # (evaluation layouts keep the game's pool)
+            ids = ([] if alone else ids) + [game.tabular_id]  # the exact best response to the current policy
         for i in ids:
             opp += [i] * reps
             pool += [Pool.named(name)] * reps
