@@ -160,6 +160,7 @@ def test_the_ipd_read_out_is_the_policy_the_conversation_rollout_plays():
             np.testing.assert_allclose(np.asarray(traj.probs[e, d]), table[row], atol=2e-6)
 
 
+@pytest.mark.slow  # a tiny auction run, then the CLI (36 s on one core): the default suite's 10-minute budget
 def test_evaluate_exposure_end_to_end(tmp_path):
     c = tiny("auction")  # the repeated games' default: conversations
     c.sft.steps, c.steps = 1, 1
