@@ -51,19 +51,20 @@ def make_config(game: str, mode: str, args) -> ml_collections.ConfigDict:
     for flag, key in (("steps", "steps"), ("sft_steps", "sft.steps"), ("sft_expert", "sft.expert"),
                       ("sft_episodes", "sft.episodes")):
         if getattr(args, flag) is not None:
-            _set(c, key, getattr(args, flag))
+            set_key(c, key, getattr(args, flag))
     for item in args.set:
         key, _, value = item.partition("=")
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             pass  # a plain string
-        _set(c, key, value)
+        set_key(c, key, value)
     validate(c)
     return c
 
 
-def _set(c, key: str, value):
+def set_key(c, key: str, value):
+    """`c[key] = value` for a dotted key that must exist."""
     *path, leaf = key.split(".")
     for part in path:
         c = c[part]

@@ -37,7 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sepo_jax import parallel
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ablation_credit  # noqa: E402
+
+from sepo_jax import parallel  # noqa: E402
 from sepo_jax.config import default_config, settings
 from sepo_jax.equilibrium import best_response
 from sepo_jax.games import kuhn as kuhn_lib
@@ -69,22 +72,13 @@ def make_config(warm, credit, pools, lam_e, lr, steps, seed, extra: dict):
     c.sepo.lambda_e = lam_e
     c.sepo.pools = ("train", "exploit", "collusive")
     for key, value in extra.items():
-        _set(c, key, value)
+        ablation_credit.set_key(c, key, value)
     # pools without the train pool fail validation ("must include 'train'"), which nothing else in the step needs
     # (the step's payoff metric is then 0; the evaluation below always plays the train pool)
     s = settings(c).replace(**{"sepo.pools": POOLS[pools]})
     if pools == "br":  # the exploit pool's training episodes play the exact best response alone
         s = s.replace(**{"sepo.exploit_opponents": "best_response"})
     return s
-
-
-def _set(c, key: str, value):
-    *path, leaf = key.split(".")
-    for part in path:
-        c = c[part]
-    if leaf not in c:
-        raise KeyError(f"config has no key {key!r}")
-    c[leaf] = value
 
 
 def _warm_start(c, mesh, cache: str):
