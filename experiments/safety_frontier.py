@@ -70,15 +70,12 @@ def make_config(warm, credit, pools, lam_e, lr, steps, seed, extra: dict):
     c.rollout.common_chance, c.rollout.groups_per_opponent = True, 2  # as the credit ablation
     c.sepo.credit = credit
     c.sepo.lambda_e = lam_e
-    c.sepo.pools = ("train", "exploit", "collusive")
+    c.sepo.pools = POOLS[pools]
+    if pools == "br":  # the exploit pool's training episodes play the exact best response alone
+        c.sepo.exploit_opponents = "best_response"
     for key, value in extra.items():
         ablation_credit.set_key(c, key, value)
-    # pools without the train pool fail validation ("must include 'train'"), which nothing else in the step needs
-    # (the step's payoff metric is then 0; the evaluation below always plays the train pool)
-    s = settings(c).replace(**{"sepo.pools": POOLS[pools]})
-    if pools == "br":  # the exploit pool's training episodes play the exact best response alone
-        s = s.replace(**{"sepo.exploit_opponents": "best_response"})
-    return s
+    return settings(c)
 
 
 def _warm_start(c, mesh, cache: str):
@@ -274,7 +271,8 @@ def run_tabular(args, path):
         c.sepo.credit, c.sepo.lambda_e, c.sepo.exploit_signal = "exact", lam_e, signal
         c.rollout.common_chance, c.rollout.groups_per_opponent = True, args.tabular_groups
         c.grpo.scale_std = args.scale_std
-        c = settings(c).replace(**{"sepo.pools": POOLS[pools]})
+        c.sepo.pools = POOLS[pools]
+        c = settings(c)
         r = tabular_run(c, args.tabular_steps, lr, pools == "br", args.seed,
                         demonstrator_logits() if init == "demo" else None)
         r["start_nash_conv"] = r["nash_conv"][0]

@@ -15,7 +15,7 @@ import ml_collections
 from sepo_jax import games
 from sepo_jax import settings as settings_lib
 from sepo_jax.settings import (ADVANTAGE_MODES, AGGREGATIONS, CREDIT_MODES, DTYPES, EXPERTS, EXPLOIT_OPPONENTS,
-                               EXPLOIT_SIGNALS, KL_MODES, PROMPT_FORMATS, REMATS, TRAINING_POOLS)
+                               EXPLOIT_SIGNALS, KL_MODES, LR_SCHEDULES, PROMPT_FORMATS, REMATS, TRAINING_POOLS)
 
 # (lambda_e, lambda_c, lambda_x) used in the paper (docs/method.md §1)
 PAPER_LAMBDAS = {
@@ -92,6 +92,7 @@ def default_config(game: str) -> ml_collections.ConfigDict:
     c.grpo.share_prompts = True  # the update scores each distinct decision prompt once (no reasoning budget)
     c.grpo.share_passes = 8  # with share_prompts: passes per slice over the distinct prompts; empty ones skipped
     c.grpo.learning_rate = 1e-4
+    c.grpo.lr_schedule = "constant"  # or "cosine": decay to 0 over the SEPO steps
     c.grpo.weight_decay = 0.0
     c.grpo.grad_clip = 1.0
 
@@ -256,7 +257,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
          "'best_response' needs sepo.credit='exact' (the exact best response is only there)")
     need(c.sepo.credit != "exact" or c.game in EXACT_SOLVER_GAMES, "sepo.credit",
          f"'exact' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'credited' for {c.game}")
-    need("train" in c.sepo.pools, "sepo.pools", "must include 'train'")
+    need(len(c.sepo.pools) > 0, "sepo.pools", "names no pool: train against at least one of " + ", ".join(TRAINING_POOLS))
     for p in c.sepo.pools:
         need(p in TRAINING_POOLS, "sepo.pools",
              f"{p!r} is not a training pool; known: {', '.join(TRAINING_POOLS)} (shift is evaluated, never trained on)")
@@ -264,6 +265,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     one_of("grpo.advantage", ADVANTAGE_MODES)
     one_of("grpo.kl", KL_MODES)
     one_of("grpo.aggregation", AGGREGATIONS)
+    one_of("grpo.lr_schedule", LR_SCHEDULES)
     one_of("sft.expert", EXPERTS)
     need(c.sft.expert != "equilibrium" or c.game in EXACT_SOLVER_GAMES, "sft.expert",
          f"'equilibrium' needs a game with an exact solver ({', '.join(EXACT_SOLVER_GAMES)}); use 'demonstrators' for {c.game}")
@@ -341,7 +343,8 @@ def key_help() -> dict[str, tuple[str, str]]:
         "sepo.pool_weighting": ("multiply each group's normalised advantages by its pool's weight (train 1, exploit "
                                 "lambda_e, collusive lambda_c)", "True or False"),
         "sepo.pools": ("the opponent pools trained against (shift is for evaluation only)",
-                       "a tuple of " + ", ".join(TRAINING_POOLS) + " including train"),
+                       "a non-empty tuple of " + ", ".join(TRAINING_POOLS) + " (a step reports the metrics of the pools it "
+                       "trains on; the evaluation always plays every pool)"),
         "sepo.exploit_signal": ("what an exploit-pool episode is charged under credited / exact credit: episode = "
                                 "max(0, mean opponent payoff - mean learner payoff) of the episode, in every round (the "
                                 "paper's); round = each round's signed opponent payoff - learner payoff, no floor (against "
@@ -371,7 +374,9 @@ def key_help() -> dict[str, tuple[str, str]]:
         "grpo.share_passes": ("with share_prompts: each slice of the update runs in this many passes over the distinct "
                               "prompts, and passes holding none are skipped at run time (more passes: finer skipping, "
                               "more per-pass overhead)", "an integer >= 1"),
-        "grpo.learning_rate": ("AdamW learning rate of the SEPO phase (constant)", positive),
+        "grpo.learning_rate": ("AdamW learning rate of the SEPO phase (its peak under a cosine schedule)", positive),
+        "grpo.lr_schedule": ("the SEPO phase's learning rate over its steps: constant, or cosine decay from "
+                             "grpo.learning_rate to 0 at the last step", one_of(LR_SCHEDULES)),
         "grpo.weight_decay": ("AdamW weight decay of the SEPO phase", rate),
         "grpo.grad_clip": ("global gradient-norm clip of the SEPO phase", positive),
         "sft.steps": ("supervised warm-start steps before SEPO (steps 1..sft.steps); 0 skips the warm start",

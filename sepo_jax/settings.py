@@ -26,6 +26,7 @@ AGGREGATIONS = ("seq_mean", "token_mean")
 EXPERTS = ("equilibrium", "demonstrators")
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "full", "dots")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Grpo:
     share_prompts: bool
     share_passes: int
     learning_rate: float
+    lr_schedule: Literal[LR_SCHEDULES]
     weight_decay: float
     grad_clip: float
 

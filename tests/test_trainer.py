@@ -52,6 +52,24 @@ def test_metrics_follow_the_contract_and_resume_continues_the_same_trajectory(tm
                 assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-6), k
 
 
+def test_training_on_the_best_response_alone_reports_its_pools_and_evaluates_every_pool(tmp_path):
+    c = tiny(steps=2)
+    c.sft.steps = 0
+    c.sepo.pools, c.sepo.exploit_opponents, c.grpo.lr_schedule = ("exploit",), "best_response", "cosine"
+    s = settings(c)
+    loop.run(s, str(tmp_path), progress=False)
+    lines = read(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in lines] == [1, 2]
+    for r in lines:  # no train or collusive episodes: their metrics are absent, not 0
+        assert {"exploit_pool_advantage", "penalty_exploit", "robust", "nash_conv", "kl", "loss"} <= set(r)
+        assert not {"payoff", "externality", "collusion", "collusion_vs_nash", "safety"} & set(r)
+    setup, _, _ = trainer.build(s)
+    lay = setup.eval_layout(4)  # the evaluation plays every pool of the game, so it reports every metric
+    assert set(np.unique(lay.pool).tolist()) == {int(p) for p in trainer.Pool}
+    lr = trainer._rl_learning_rate(s)
+    assert float(lr(0)) == pytest.approx(c.grpo.learning_rate) and float(lr(c.steps)) == 0.0
+
+
 def test_warm_start_lowers_nash_conv():
     c = tiny(steps=0)
     c.sft.steps = 40  # the learning-rate schedule spans the warm start
@@ -90,6 +108,8 @@ def test_nonfinite_updates_are_skipped():
         ("grpo.advantage", "per_token", "grpo.advantage"),
         ("sepo.credit", "sometimes", "sepo.credit"),
         ("sepo.pools", ("train", "exploit", "train"), "sepo.pools: names a pool twice"),
+        ("sepo.pools", (), "sepo.pools: names no pool"),
+        ("grpo.lr_schedule", "cos", "grpo.lr_schedule"),
         ("model.remat", "some", "model.remat"),
         ("rollout.reasoning_suffix", 3, "rollout.reasoning_suffix: must be a string"),
         ("grpo.scale_std", "yes", "grpo.scale_std: must be True or False"),

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from ..settings import TRAINING_POOLS
+
 if TYPE_CHECKING:
     from .rollout import Trajectory
 
@@ -132,27 +134,30 @@ def nra(agent: Array, opp: Array, opponent: Array, num_opponents: int, mask: Arr
     return jnp.where(present, per, 0.0).sum() / jnp.maximum(present.sum(), 1)
 
 
-def episode_metrics(traj: Trajectory, in_pool, opponent: Array, num_opponents: int, lam: Lambdas) -> dict[str, Array]:
+def episode_metrics(traj: Trajectory, in_pool, opponent: Array, num_opponents: int, lam: Lambdas,
+                    pools=TRAINING_POOLS) -> dict[str, Array]:
     """The paper's per-condition metrics over a batch of episodes (training steps and the evaluation):
-    `in_pool(name)` is the [E] mask of a pool's episodes, `opponent` [E] their opponent ids. A game's
-    further probes (`traj.probes`, e.g. Kuhn's `collusion_vs_nash`) are averaged over the collusive pool."""
+    `in_pool(name)` is the [E] mask of a pool's episodes, `opponent` [E] their opponent ids. Only the
+    metrics of the `pools` that have episodes are returned (a step that trains on the exploit pool alone
+    has no payoff to report, not a payoff of 0); safety J needs all three. A game's further probes
+    (`traj.probes`, e.g. Kuhn's `collusion_vs_nash`) are averaged over the collusive pool."""
     mine, theirs = (x.mean(-1) for x in seat_payoffs(traj))  # per round, per episode
-    payoff = rate(mine, in_pool("train"))
-    exploit = exploit_pool_advantage(mine, theirs, opponent, num_opponents, in_pool("exploit"))[0]
-    collusion = rate(traj.collusion, in_pool("collusive"))
-    externality = rate(traj.externality, in_pool("train"))
-    return dict(
-        payoff=payoff,
-        robust=rate(mine, in_pool("exploit")),
-        exploit_pool_advantage=exploit,
-        collusion=collusion,
-        externality=externality,
-        safety=safety(payoff, exploit, collusion, externality, lam),
-        penalty_exploit=lam.exploit(exploit),
-        penalty_collusion=lam.collusion(collusion),
-        penalty_externality=lam.externality(externality),
-        **{name: rate(v, in_pool("collusive")) for name, v in traj.probes.items()},
-    )
+    out = {}
+    if "train" in pools:
+        out.update(payoff=rate(mine, in_pool("train")), externality=rate(traj.externality, in_pool("train")))
+        out["penalty_externality"] = lam.externality(out["externality"])
+    if "exploit" in pools:
+        out.update(robust=rate(mine, in_pool("exploit")),
+                   exploit_pool_advantage=exploit_pool_advantage(mine, theirs, opponent, num_opponents,
+                                                                 in_pool("exploit"))[0])
+        out["penalty_exploit"] = lam.exploit(out["exploit_pool_advantage"])
+    if "collusive" in pools:
+        out["collusion"] = rate(traj.collusion, in_pool("collusive"))
+        out["penalty_collusion"] = lam.collusion(out["collusion"])
+        out.update({name: rate(v, in_pool("collusive")) for name, v in traj.probes.items()})
+    if set(TRAINING_POOLS) <= set(pools):
+        out["safety"] = safety(out["payoff"], out["exploit_pool_advantage"], out["collusion"], out["externality"], lam)
+    return out
 
 
 def group_metrics(traj: Trajectory, num_groups: int) -> dict[str, Array]:

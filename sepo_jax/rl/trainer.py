@@ -30,7 +30,7 @@ from sepo_jax import parallel
 from sepo_jax.equilibrium import best_response, cfr, stage
 from sepo_jax.model import lora as lora_lib
 from sepo_jax.model import sampler
-from sepo_jax.settings import Settings
+from sepo_jax.settings import TRAINING_POOLS, Settings
 
 from . import grpo, readout, rollout, sepo, sft
 from . import metrics as metrics_lib
@@ -205,8 +205,8 @@ class Setup:
         return self.readout is not None
 
     def eval_layout(self, episodes: int) -> Layout:
-        """Every pool of the config, plus the evaluation-only `shift` pool where the game has one."""
-        pools = tuple(self.c.sepo.pools) + (("shift",) if "shift" in self.game.pools else ())
+        """Every pool of the game, whatever the run trained on (the evaluation-only `shift` where there is one)."""
+        pools = tuple(p for p in (*TRAINING_POOLS, "shift") if p in self.game.pools)
         return make_layout(self.game, self.c, episodes, pools)
 
 
@@ -256,7 +256,7 @@ def build(c: Settings, mesh=None, model=None, tokenizer=None) -> tuple[Setup, An
                                                        max(2, c.sft.steps)), weight_decay=0.0),
     )
     rl_tx = optax.chain(optax.clip_by_global_norm(c.grpo.grad_clip),
-                        optax.adamw(c.grpo.learning_rate, weight_decay=c.grpo.weight_decay))
+                        optax.adamw(_rl_learning_rate(c), weight_decay=c.grpo.weight_decay))
     lam = metrics_lib.Lambdas.of(c.sepo.lambda_e, c.sepo.lambda_c, c.sepo.lambda_x, game.max_payoff)
     setup = Setup(c, game, mesh, layout, tokenizer, renderer, graphdef, policy, lam, sft_tx, rl_tx, readout_arrays, expert,
                   shardings=None, frozen_shardings=parallel.logical_shardings(mesh, frozen))
@@ -641,11 +641,20 @@ def _apply(tx, grads, opt_state, params, loss):
     return keep(new_params, params), keep(new_opt, opt_state), finite
 
 
+def _rl_learning_rate(c: Settings):
+    """The SEPO phase's learning rate: a float, or an optax schedule over its steps (the RL optimizer's
+    count starts at 0 when the phase starts)."""
+    if c.grpo.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(c.grpo.learning_rate, max(1, c.steps))
+    return c.grpo.learning_rate
+
+
 def _episode_metrics(s: Setup, traj, lay: Layout) -> dict[str, Array]:
     """The paper's metrics of a step's (or an evaluation's) episodes, pools by name."""
     pool = jnp.asarray(lay.pool)
+    present = tuple(Pool(p).name.lower() for p in np.unique(lay.pool))
     return metrics_lib.episode_metrics(traj, lambda name: pool == Pool.named(name), jnp.asarray(lay.opponent),
-                                       s.game.tabular_id + 1, s.lam)
+                                       s.game.tabular_id + 1, s.lam, present)
 
 
 def _load_model(c):
