@@ -298,6 +298,7 @@ def case_a(args):
                          tr["completions"], tr["completions"], "free text, up to 2 tokens"))
             print(f"  groups/opponent {r['gpo']}, TRL: {tr['seconds_per_step']:.3f} s/step", flush=True)
         ours_rate = decisions / r["ours"]["seconds_per_step"]
+        r["rows"] = [(name, sec) for name, sec, *_ in rows]
         for name, sec, roll, d, scored, note in rows:
             eps = "-" if "TRL" in name else f"{episodes / sec:,.1f}"
             roll = "-" if roll is None else f"{roll:.3f}"
@@ -309,10 +310,34 @@ def case_a(args):
     for r in runs:
         shutil.rmtree(r["folder"])
     notes.append(f"Load before / after: `{load[0]}` / `{load[1]}`.")
+    out = args.out or "experiments/results/bench_train.md"
+    if len(runs) > 1:
+        plot = step_time_plot(runs, os.path.splitext(out)[0] + "_step_time.png")
+        notes.append(f"Step time against episodes per step: ![step time]({os.path.basename(plot)})")
     table, summary = "\n".join(lines), "\n".join(f"- {n}" for n in notes)
     print("\n" + table + "\n\n" + summary)
-    _write(args.out or "experiments/results/bench_train.md",
-           "Training throughput: one SEPO-GRPO step on Kuhn, ours vs a PyTorch loop vs TRL", table, summary)
+    _write(out, "Training throughput: one SEPO-GRPO step on Kuhn, ours vs a PyTorch loop vs TRL", table, summary)
+
+
+def step_time_plot(runs, path: str) -> str:
+    """Seconds per step against episodes per step, one line per implementation (log-log)."""
+    from sepo_jax.plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(n for r in runs for n, _ in r["rows"]):
+        pts = [(r["episodes"], sec) for r in runs for n, sec in r["rows"] if n == name]
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("episodes per step (6-hand Kuhn)")
+    ax.set_ylabel("seconds per step (median)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # ---- case (b): a SmolLM2-135M-shaped model, full prompts, Kuhn and IPD -----------------------------

@@ -13,6 +13,11 @@ from every domain's JSON each time:
 
     python experiments/paper_tables.py --game kuhn --seeds 0 1 2
     python experiments/paper_tables.py --report-only
+
+The report also draws (matplotlib, `pip install -e ".[viz]"`): `OUT/<game>_curves.png`, each credit mode's
+training curves (mean over seeds) of payoff, exploit-pool advantage, exact NashConv, collusion,
+externality and safety J, and `OUT_safety_vs_payoff.png`, every row's evaluated safety J against its
+payoff, one panel per domain.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ablation_credit  # noqa: E402
 
 from sepo_jax.config import ABLATION_MODES, EXACT_SOLVER_GAMES, LAMBDAS  # noqa: E402
+from sepo_jax import games  # noqa: E402
+from sepo_jax.plots import pyplot  # noqa: E402
+from sepo_jax.rl.metrics import Lambdas, safety  # noqa: E402
 
 OUT = "experiments/results/paper_tables"
 COLUMNS = (("Pay/r", "payoff"), ("Exploit", "exploit_pool_advantage"), ("Robust", "robust"), ("Coll", "collusion"),
@@ -38,6 +46,8 @@ COLUMNS = (("Pay/r", "payoff"), ("Exploit", "exploit_pool_advantage"), ("Robust"
 OURS = (("NashConv", "nash_conv"), ("Exploitability", "exploitability"), ("Coll vs Nash", "collusion_vs_nash"))
 ROWS = (("Base", "base_eval"), ("SFT", "sft_eval"), ("GRPO (reward only)", "reward_only"), ("SEPO shared", "shared"),
         ("SEPO auxiliary", "auxiliary"), ("SEPO credited", "credited"), ("SEPO exact", "exact"))
+CURVES = (("payoff per round (training pool)", "payoff"), ("exploit-pool advantage", "exploit_pool_advantage"),
+          ("exact NashConv", "nash_conv"), ("collusion", "collusion"), ("externality", "externality"), ("safety J", "safety"))
 
 
 def _evals(run: dict, key: str) -> dict | None:
@@ -48,7 +58,7 @@ def _evals(run: dict, key: str) -> dict | None:
 
 
 def domain_table(game: str, data: dict) -> str:
-    runs = [data["seeds"][s] for s in sorted(data["seeds"], key=int)]
+    runs = _runs(data)
     first = _evals(runs[0], "sft_eval")
     cols = [(n, k) for n, k in COLUMNS + OURS if k in first]
     lines = [f"### {game} (seeds {', '.join(sorted(data['seeds'], key=int))}; lambdas e, c, x = {LAMBDAS[game]})", "",
@@ -64,11 +74,83 @@ def domain_table(game: str, data: dict) -> str:
     return "\n".join(lines)
 
 
+def _runs(data: dict) -> list[dict]:
+    return [data["seeds"][s] for s in sorted(data["seeds"], key=int)]
+
+
+def _trajectory(run: dict, mode: str, key: str, lam: Lambdas) -> np.ndarray:
+    """A mode's per-step metric; safety recomputed at the game's lambdas (reward-only trains with 0)."""
+    t = run["modes"][mode]["trajectory"]
+    if key == "safety":
+        return np.asarray(safety(*(np.asarray([s[k] for s in t]) for k in
+                                   ("payoff", "exploit_pool_advantage", "collusion", "externality")), lam))
+    return np.asarray([s[key] for s in t])
+
+
+def curves_figure(game: str, data: dict, path: str, window: int = 5) -> None:
+    """Each SEPO row's per-step training metrics, mean over seeds and a moving average over `window`
+    steps (band: min-max over seeds of that average); metrics that are 0 throughout are left out."""
+    plt = pyplot()
+    runs = _runs(data)
+    lam = Lambdas.of(*LAMBDAS[game], games.make(game).max_payoff)
+    steps = [s for r in runs for m in r["modes"].values() for s in m["trajectory"]]
+    panels = [(t, k) for t, k in CURVES if any(s.get(k, 0.0) != 0.0 for s in steps)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (title, key) in zip(axes[0], panels):
+        for name, mode in ROWS[2:]:
+            series = [_trajectory(r, mode, key, lam) for r in runs if mode in r["modes"]]
+            if not series:
+                continue
+            y = np.stack([np.convolve(s, np.ones(window) / window, mode="valid") for s in series])
+            x = np.arange(window, y.shape[1] + window)
+            label = name.replace("SEPO ", "") + (" (= reward only)" if mode == "shared" else "")
+            line = ax.plot(x, y.mean(0), label=label, lw=1.2, ls="--" if mode == "shared" else "-")
+            ax.fill_between(x, y.min(0), y.max(0), color=line[0].get_color(), alpha=0.12)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("SEPO step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{game}: training curves per credit mode (mean over seeds {', '.join(sorted(data['seeds'], key=int))} "
+                 f"of a {window}-step moving average; band: min-max over seeds; safety at the game's lambdas)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def safety_payoff_figure(domains: dict, path: str) -> None:
+    """Evaluated safety J against payoff per round, every row, one panel per domain (bars: sd over seeds)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(domains), figsize=(3.8 * len(domains), 3.6), squeeze=False)
+    for ax, (game, data) in zip(axes[0], domains.items()):
+        runs = _runs(data)
+        for i, (name, key) in enumerate(ROWS):
+            evals = [e for e in (_evals(r, key) for r in runs) if e is not None]
+            if not evals:
+                continue
+            u, j = np.asarray([e["payoff"] for e in evals]), np.asarray([e["safety"] for e in evals])
+            ax.errorbar(u.mean(), j.mean(), xerr=u.std(), yerr=j.std(), fmt="os^v<>D"[i], ms=6, capsize=2, label=name)
+        ax.set_title(f"{game} (seeds: {len(runs)})", fontsize=10)
+        ax.set_xlabel("payoff per round (training pool)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("safety J (the game's lambdas)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def report(out: str) -> str:
-    parts = []
+    parts, domains = [], {}
     for path in sorted(glob.glob(os.path.join(out, "*.json"))):
+        game = os.path.basename(path)[:-5]
         with open(path) as f:
-            parts.append(domain_table(os.path.basename(path)[:-5], json.load(f)))
+            domains[game] = json.load(f)
+        parts.append(domain_table(game, domains[game])
+                     + f"\n\n![{game} training curves]({os.path.basename(out)}/{game}_curves.png)")
+        curves_figure(game, domains[game], os.path.join(out, f"{game}_curves.png"))
+    if domains:
+        safety_payoff_figure(domains, out + "_safety_vs_payoff.png")
+        parts.append(f"### Safety against payoff, every domain\n\n![safety vs payoff]({os.path.basename(out)}_safety_vs_payoff.png)")
     text = "\n\n".join([
         "# The paper's tables, every domain (embedded model)", "",
         "Columns as in the paper: payoff per round against the training pool (Pay/r), exploit-pool advantage (Exploit), "

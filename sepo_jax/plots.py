@@ -28,7 +28,7 @@ PANELS = (  # (title, metric keys drawn in it)
 )
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError as e:
@@ -52,7 +52,7 @@ def training_curves(workdir: str, out: str) -> str | None:
     sft, sepo = read_metrics(os.path.join(workdir, "sft_metrics.jsonl")), read_metrics(os.path.join(workdir, "metrics.jsonl"))
     if not (sft or sepo):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     panels = [(t, [k for k in keys if any(k in m for m in sepo)]) for t, keys in PANELS]
     panels = [(t, keys) for t, keys in panels if keys]
     sft_panels = [("warm start: loss", ("sft_loss",)), ("warm start: exact NashConv", ("nash_conv",))]
@@ -84,7 +84,7 @@ def kuhn_frequency_curves(eval_json: dict, out: str) -> str | None:
     steps = sorted((int(s), r) for s, r in eval_json["steps"].items() if "kuhn_frequencies" in r)
     if not steps:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     low = kuhn_frequencies(nash_table(0.0))
     high = kuhn_frequencies(nash_table(1.0 / 3.0))
     fig, axes = plt.subplots(1, len(KUHN_SITUATIONS), figsize=(4.2 * len(KUHN_SITUATIONS), 3.2), squeeze=False)

@@ -41,7 +41,7 @@ def test_helpconfig_prints_the_reference_without_a_config():
 
 def test_the_default_workdir_is_the_same_for_the_same_config_and_differs_for_another():
     kuhn = str(REPO / "configs" / "kuhn.py")
-    c = default_config("kuhn")
+    c = cli._load_config_file(kuhn)
     assert cli.default_workdir(kuhn, c) == "runs/kuhn"
     c.steps, c.log_every = 500, 1  # keys a resume may change: the same run, continued
     assert cli.default_workdir(kuhn, c) == "runs/kuhn"
@@ -52,7 +52,7 @@ def test_the_default_workdir_is_the_same_for_the_same_config_and_differs_for_ano
     assert cli.default_workdir(kuhn, c) not in ("runs/kuhn", smoke)
     ablation = str(REPO / "configs" / "ablation.py") + ":ipd,shared"
     assert cli.default_workdir(ablation, cli._load_config_file(ablation)) == "runs/ablation-ipd-shared"
-    fresh = cli.default_workdir(kuhn, default_config("kuhn"), fresh=True)
+    fresh = cli.default_workdir(kuhn, cli._load_config_file(kuhn), fresh=True)
     assert fresh.startswith("runs/kuhn-") and fresh[len("runs/kuhn-"):].replace("-", "").isdigit()
 
 

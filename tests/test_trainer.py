@@ -226,11 +226,18 @@ def _config_file(name: str, arg: str | None = None):
     return module.get_config() if arg is None else module.get_config(arg)
 
 
-@pytest.mark.parametrize("name", ["kuhn", "leduc", "ipd", "auction", "negotiation_v1", "negotiation_v2"])
+@pytest.mark.parametrize("name", ["kuhn", "kuhn_equilibrium", "leduc", "ipd", "auction", "negotiation_v1", "negotiation_v2"])
 def test_every_game_config_is_valid(name):
     c = _config_file(name)
     validate(c)
-    assert c.game == name
+    assert c.game == name.split("_equilibrium")[0]
+
+
+def test_the_main_command_never_shows_the_model_the_equilibrium():
+    c = _config_file("kuhn")
+    assert c.sft.steps == 0 and c.sft.expert == "demonstrators"  # a warm start, if asked for, imitates the paper's
+    assert tuple(c.sepo.pools) == ("exploit",) and c.sepo.exploit_opponents == "best_response"  # the exact BR alone
+    assert _config_file("kuhn_equilibrium").to_json() == default_config("kuhn").to_json()
 
 
 @pytest.mark.parametrize("arg", ["reward_only", "shared", "auxiliary", "credited", "exact", "ipd,credited", "ipd,shared"])

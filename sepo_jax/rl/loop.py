@@ -39,6 +39,7 @@ from ..progress import Progress, duration, fields
 from ..settings import Settings
 from . import trainer
 
+# in every SEPO metrics line of a run on the three training pools (a pool's metrics only when it is trained on)
 CONTRACT_KEYS = ("step", "payoff", "exploit_pool_advantage", "collusion", "externality", "safety", "kl", "loss")
 # keys a resumed run may change: they do not alter the trajectory (the mesh: same metrics on 1 or many devices)
 RESUMABLE_KEYS = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh.data", "mesh.fsdp")
