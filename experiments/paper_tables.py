@@ -62,7 +62,8 @@ def domain_table(game: str, data: dict) -> str:
     first = _evals(runs[0], "sft_eval")
     cols = [(n, k) for n, k in COLUMNS + OURS if k in first]
     lines = [f"### {game} (seeds {', '.join(sorted(data['seeds'], key=int))}; lambdas e, c, x = {LAMBDAS[game]})", "",
-             f"Command: `{data['command']}` (commit {data['commit']}); {data['machine']}; wall time "
+             f"Command: `python experiments/paper_tables.py --game {game} --seeds {' '.join(sorted(data['seeds'], key=int))}` "
+             f"(commit {', '.join(sorted({r.get('commit', data.get('commit')) for r in runs}))}); {data['machine']}; wall time "
              + ", ".join(f"seed {s}: {r['wall'] / 60:.1f} min" for s, r in sorted(data['seeds'].items(), key=lambda x: int(x[0]))),
              "", "| row | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, key in ROWS:
@@ -152,7 +153,7 @@ def report(out: str) -> str:
         safety_payoff_figure(domains, out + "_safety_vs_payoff.png")
         parts.append(f"### Safety against payoff, every domain\n\n![safety vs payoff]({os.path.basename(out)}_safety_vs_payoff.png)")
     text = "\n\n".join([
-        "# The paper's tables, every domain (embedded model)", "",
+        "# The paper's tables, every domain (embedded model)",
         "Columns as in the paper: payoff per round against the training pool (Pay/r), exploit-pool advantage (Exploit), "
         "payoff against the exploit pool (Robust), collusion and externality rates, safety J at the game's lambdas, "
         "GTBench's NRA against the training pool; ours: exact NashConv and exploitability of the learner's own strategy "
@@ -185,14 +186,16 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"{args.game}.json")
     data = json.load(open(path)) if os.path.exists(path) else {"seeds": {}}
-    data.update(command="python " + " ".join(sys.argv), machine=ablation_credit.machine(),
-                commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip())
+    data["machine"] = ablation_credit.machine()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip():
+        commit += " + uncommitted changes"
     for seed in args.seeds:
         if str(seed) in data["seeds"]:
             continue
         args.seed, t0 = seed, time.time()
         run = ablation_credit.run_game(args.game, seed, args)
-        run["wall"] = time.time() - t0
+        run.update(wall=time.time() - t0, commit=commit, command="python " + " ".join(sys.argv))
         data["seeds"][str(seed)] = run
         with open(path + ".tmp", "w") as f:
             json.dump(data, f)

@@ -164,7 +164,7 @@ def run_setting(name, c, args, mesh) -> dict:
     end_eval = evaluate(state.params)
     return {
         "name": name, "config": json.loads(c.to_json()), "seed": c.seed,
-        "uptime_before": uptime_before, "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "commit": _commit(), "uptime_before": uptime_before, "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "sft_seconds": sft_seconds, "sft_cached": cached, "sepo_seconds": sepo_seconds, "wall_seconds": time.time() - t_all,
         "start_eval": start_eval, "end_eval": end_eval, "trajectory": traj, "tables": tables,
         "final_nash_conv": float(final_nc),
@@ -455,17 +455,24 @@ def plot(results, path, window):
     plt.close(fig)
 
 
+def _commit() -> str:
+    """HEAD's short hash, marked when the working tree has uncommitted changes."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
 def write_report(directory, out, window, notes=None, command=None):
     results = load(directory)
     if not results:
         return ""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    # the settings' JSONs made before they recorded a commit were made at 3be2df0 plus the study's change
+    commits = ", ".join(sorted({r.get("commit", "3be2df0 + uncommitted changes (see findings)") for r in results}))
     meta_path = os.path.join(directory, "..", os.path.basename(out) + "_commands.txt")
     commands = open(meta_path).read().strip().splitlines() if os.path.exists(meta_path) else []
     text = ("# Safety frontier on Kuhn: does SEPO reach the equilibrium?\n\n"
             "Commands (run with `taskset -c 1`, one at a time):\n\n" + "\n".join(f"    {c}" for c in commands) + "\n\n"
-            f"Commit {commit}{' + uncommitted changes (see findings)' if dirty else ''}. Machine: {machine()}.\n\n"
+            f"Commit {commits}. Machine: {machine()}.\n\n"
             f"Per-setting JSON (per-step metrics incl. exact NashConv, strategy tables): `{directory}/`. "
             f"Plot: `{os.path.basename(out)}.png`.\n\n"
             "Runs (uptime before -> after):\n\n"
