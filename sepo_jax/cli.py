@@ -167,7 +167,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def default_workdir(spec: str, c: ml_collections.ConfigDict, *, fresh: bool = False) -> str:
     """`runs/<config file stem>[-<its argument>]` for config file `spec` (`path[:arg]`), the same folder
     for the same config, so rerunning a command resumes its run. Overrides that change the trajectory
-    (any key but `loop.RESUMABLE_KEYS`) add a digest of what they change, so another config never lands
+    (any key but `loop.resumable_keys`) add a digest of what they change, so another config never lands
     in a run it would not continue. `fresh`: a new folder, suffixed with the time."""
     from sepo_jax.rl.loop import config_diff
 
@@ -175,7 +175,7 @@ def default_workdir(spec: str, c: ml_collections.ConfigDict, *, fresh: bool = Fa
     name = os.path.splitext(os.path.basename(path))[0]
     if arg:
         name += "-" + "".join(ch if ch.isalnum() else "-" for ch in arg)
-    changed = config_diff(_load_config_file(spec).to_json(), c)
+    changed = config_diff(_load_config_file(spec).to_json(), c)[0]
     if changed:
         name += "-" + hashlib.sha256(json.dumps(changed).encode()).hexdigest()[:8]
     if fresh:
@@ -209,7 +209,8 @@ def config_reference() -> str:
              "Set any key on the command line with `--config.KEY=VALUE`, e.g. `--config.sft.steps=20`. "
              "`configs/GAME.py` is `default_config(GAME)`; where a default differs between games, each game's is "
              "listed. `configs/ablation.py` starts from these and changes the warm start, learning rate and steps "
-             "(see its docstring). Only `" + "`, `".join(RESUMABLE_KEYS) + "` may change when a run resumes."]
+             "(see its docstring). Only `" + "`, `".join(RESUMABLE_KEYS) + "` may change when a run resumes (`steps` "
+             "not under `grpo.lr_schedule=cosine`, which decays over the steps)."]
     group = None
     for key in ordered:
         head = key.rpartition(".")[0] or "top level"

@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 
 from sepo_jax import cli, progress
-from sepo_jax.config import LAMBDAS, default_config, key_help
+from sepo_jax.config import LAMBDAS, default_config, key_help, settings
 
 REPO = Path(__file__).parent.parent
 
@@ -43,8 +43,15 @@ def test_the_default_workdir_is_the_same_for_the_same_config_and_differs_for_ano
     kuhn = str(REPO / "configs" / "kuhn.py")
     c = cli._load_config_file(kuhn)
     assert cli.default_workdir(kuhn, c) == "runs/kuhn"
-    c.steps, c.log_every = 500, 1  # keys a resume may change: the same run, continued
+    c.log_every, c.checkpoint_every = 1, 7  # keys a resume may change: the same run, continued
     assert cli.default_workdir(kuhn, c) == "runs/kuhn"
+    c.steps = 500  # its learning rate decays over the steps (cosine): another trajectory, another run
+    assert cli.default_workdir(kuhn, c).startswith("runs/kuhn-")
+    c.steps = 1000
+    equilibrium = str(REPO / "configs" / "kuhn_equilibrium.py")
+    constant = cli._load_config_file(equilibrium)
+    constant.steps = 500  # a constant rate: more steps continue the same run
+    assert cli.default_workdir(equilibrium, constant) == "runs/kuhn_equilibrium"
     c.sft.steps = 2
     smoke = cli.default_workdir(kuhn, c)
     assert smoke.startswith("runs/kuhn-") and smoke == cli.default_workdir(kuhn, c)
@@ -95,3 +102,18 @@ def test_a_terminal_gets_a_tqdm_bar_counting_the_same_steps(capsys):
     show.end()
     out = capsys.readouterr().out
     assert "sft:" in out and "2/4" in out and "sft_loss=0.5000" in out and "a message above the bar" in out
+
+
+def test_a_cosine_run_resumes_only_with_its_own_number_of_steps():
+    from sepo_jax.rl.loop import check_resume_config
+
+    c = cli._load_config_file(str(REPO / "configs" / "kuhn.py"))
+    saved = settings(c).to_json()
+    c.steps, c.log_every = c.steps + 1, 1
+    with pytest.raises(ValueError, match=r"steps: 1000 in the run, 1001 now.*steps not under grpo.lr_schedule=cosine"):
+        check_resume_config(saved, settings(c), "runs/kuhn")
+    c.steps = 1000
+    check_resume_config(saved, settings(c), "runs/kuhn")  # log_every may change
+    c.grpo.lr_schedule, c.steps = "constant", 1001
+    constant = settings(c).replace(**{"steps": 1000}).to_json()
+    check_resume_config(constant, settings(c), "runs/kuhn")  # a constant rate: more steps continue the run

@@ -92,23 +92,32 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_diff(saved_json: str, c: Settings) -> list[str]:
-    """`key: old in the run, new now` for every key outside RESUMABLE_KEYS where `c` differs from a saved config."""
+def resumable_keys(*flat_configs: dict) -> tuple[str, ...]:
+    """RESUMABLE_KEYS, less `steps` where a config decays its learning rate over the steps (then the number
+    of steps is part of the trajectory)."""
+    cosine = any(f.get("grpo.lr_schedule") == "cosine" for f in flat_configs)
+    return tuple(k for k in RESUMABLE_KEYS if not (cosine and k == "steps"))
+
+
+def config_diff(saved_json: str, c: Settings) -> tuple[list[str], tuple[str, ...]]:
+    """(`key: old in the run, new now` for every key where `c` differs from a saved config, except the keys
+    that may change, and those keys)."""
     old, new = _flat(json.loads(saved_json)), _flat(json.loads(c.to_json()))
-    missing = "<absent>"
+    missing, keep = "<absent>", resumable_keys(old, new)
     return [f"{k}: {old.get(k, missing)!r} in the run, {new.get(k, missing)!r} now" for k in sorted(old.keys() | new.keys())
-            if k not in RESUMABLE_KEYS and old.get(k, missing) != new.get(k, missing)]
+            if k not in keep and old.get(k, missing) != new.get(k, missing)], keep
 
 
 def check_resume_config(saved_json: str, c: Settings, workdir: str) -> None:
-    """Raise if `c` differs from the config a workdir's checkpoints were trained with in any key
-    outside RESUMABLE_KEYS."""
-    diff = config_diff(saved_json, c)
+    """Raise if `c` differs from the config a workdir's checkpoints were trained with in any key that may
+    not change on resume (`resumable_keys`)."""
+    diff, keep = config_diff(saved_json, c)
     if diff:
         raise ValueError(
             f"{workdir} holds checkpoints of a run with a different config, and resuming would mix two runs: "
             + "; ".join(diff) + ". Use a new --workdir (or --fresh), or pass the run's values. Only "
-            + ", ".join(RESUMABLE_KEYS) + " may change when resuming.")
+            + ", ".join(keep) + " may change when resuming (steps not under grpo.lr_schedule=cosine: it decays over "
+            "the steps).")
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: dict, workdir: str) -> dict:
@@ -166,7 +175,7 @@ def check_existing_run(c: Settings, workdir: str, *, announce: bool = True) -> N
     written = workdir_lib.metrics_written(workdir)
     if not written:
         return
-    diff = config_diff(saved, c) if saved is not None else None
+    diff = config_diff(saved, c)[0] if saved is not None else None
     if diff is None or diff:
         why = ("no config.json says which run wrote them" if diff is None
                else "they were written with another config (" + "; ".join(diff) + ")")
