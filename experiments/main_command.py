@@ -32,6 +32,13 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def _commit() -> str:
+    """HEAD's short hash, marked when a tracked file has uncommitted changes."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    return commit + (" + uncommitted changes" if dirty.strip() else "")
+
+
 def train_and_evaluate(workdir: str, config: str, overrides: list[str], eval_args: list[str] = ()) -> dict:
     """Train with the CLI in `workdir` (resuming it), evaluate its last checkpoint with the evaluation CLI,
     and keep a record (command, wall seconds, load before and after, the evaluation's metrics) in
@@ -41,25 +48,26 @@ def train_and_evaluate(workdir: str, config: str, overrides: list[str], eval_arg
         with open(path) as f:
             return json.load(f)
     train = [sys.executable, "-m", "sepo_jax.train", f"--config={config}", *overrides, f"--workdir={workdir}"]
-    before, t0 = _uptime(), time.time()
+    before, commit, t0 = _uptime(), _commit(), time.time()
     subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
     wall = time.time() - t0
     subprocess.run([sys.executable, "-m", "sepo_jax.evaluate", f"--workdir={workdir}", *eval_args], check=True,
                    stdout=subprocess.DEVNULL)
     with open(os.path.join(workdir, "eval.json")) as f:
         evaluated = json.load(f)["steps"]
-    record = dict(command=" ".join(["python"] + train[1:]), wall=wall, before=before, after=_uptime(),
+    record = dict(command=" ".join(["python"] + train[1:]), commit=commit, wall=wall, before=before, after=_uptime(),
                   eval=evaluated[max(evaluated, key=int)]["metrics"])
     with open(path, "w") as f:
         json.dump(record, f)
     return record
 
 
-def report_header(title: str, command: str, machine_note: str, loads: dict) -> list[str]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return [f"# {title}", "", f"Command: `{command}` (commit {commit}).", "",
+def report_header(title: str, command: str, machine_note: str, records: dict) -> list[str]:
+    """The report's title, command, commits the runs were made at, machine and load lines."""
+    commits = ", ".join(sorted({r.get("commit") or _commit() for r in records.values()}))
+    return [f"# {title}", "", f"Command: `{command}` (runs made at commit {commits}).", "",
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; {machine_note} "
-            "Load before / after each run:", "", *[f"- {name}: `{r['before']}` / `{r['after']}`" for name, r in loads.items()], ""]
+            "Load before / after each run:", "", *[f"- {name}: `{r['before']}` / `{r['after']}`" for name, r in records.items()], ""]
 
 
 def summary(record: dict, lines: list[dict]) -> dict:
@@ -114,11 +122,15 @@ def main():
                for s in args.seeds}
     curves = {s: read_metrics(os.path.join(args.root, f"seed{s}", "metrics.jsonl")) for s in args.seeds}
     rows = ["| seed | NashConv at step 1 | at the last step | first <= 0.03 | <= 0.02 from step | SEPO s | wall s | "
-            + " | ".join(f"eval {k}" for k in EVAL_KEYS) + " |", "|---:|" + "---:|" * (6 + len(EVAL_KEYS))]
+            + " | ".join(f"eval {k}" for k in EVAL_KEYS) + " | J bluff alpha |", "|---:|" + "---:|" * (7 + len(EVAL_KEYS))]
     for s, rec in records.items():
         m = summary(rec, curves[s])
+        with open(os.path.join(args.root, f"seed{s}", "eval.json")) as f:
+            evaluated = json.load(f)["steps"]
+        alpha = evaluated[max(evaluated, key=int)]["kuhn_alpha"]
         rows.append(f"| {s} | {m['start']:.3f} | {m['end']:.4f} | {m['first_003']} | {m['stays_002']} | "
-                    f"{m['sepo_seconds']:.0f} | {rec['wall']:.0f} | " + " | ".join(f"{rec['eval'][k]:.3f}" for k in EVAL_KEYS) + " |")
+                    f"{m['sepo_seconds']:.0f} | {rec['wall']:.0f} | " + " | ".join(f"{rec['eval'][k]:.3f}" for k in EVAL_KEYS)
+                    + f" | {alpha:.3f} |")
     paper_path = "experiments/results/paper_tables/kuhn.json"
     paper = json.load(open(paper_path)) if os.path.exists(paper_path) else None
     figure(curves, paper, args.out + ".png")
@@ -132,7 +144,8 @@ def main():
         *rows, "",
         "NashConv is exact (the model's strategy read at all 12 information sets); 'SEPO s' is the SEPO phase's time "
         "without compiles, 'wall s' the whole command's. The evaluation's payoff, collusion and safety are against pools "
-        "the run never trained on (train, collusive, shift).", "",
+        "the run never trained on (train, collusive, shift). J bluff alpha: the learner's J opening-bet probability, "
+        "which names the member of Kuhn's equilibrium family (every alpha in [0, 1/3]) the policy is nearest.", "",
         f"![NashConv over SEPO steps]({os.path.basename(args.out)}.png)"])
     with open(args.out + ".md", "w") as f:
         f.write(text + "\n")
