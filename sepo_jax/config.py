@@ -262,6 +262,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         need(p in TRAINING_POOLS, "sepo.pools",
              f"{p!r} is not a training pool; known: {', '.join(TRAINING_POOLS)} (shift is evaluated, never trained on)")
     need(len(set(c.sepo.pools)) == len(c.sepo.pools), "sepo.pools", f"names a pool twice: {tuple(c.sepo.pools)}")
+    need(c.sepo.exploit_opponents == "pool" or "exploit" in c.sepo.pools, "sepo.exploit_opponents",
+         f"'best_response' plays in the exploit pool, which sepo.pools {tuple(c.sepo.pools)} leaves out")
     one_of("grpo.advantage", ADVANTAGE_MODES)
     one_of("grpo.kl", KL_MODES)
     one_of("grpo.aggregation", AGGREGATIONS)

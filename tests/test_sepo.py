@@ -132,6 +132,10 @@ def test_the_config_validates_the_exploit_signal_and_opponents():
         d["sepo"][key], d["sepo"]["credit"] = value, credit
         with pytest.raises(ValueError, match=match):
             validate(ml_collections.ConfigDict(d))
+    d = default_config("kuhn").to_dict()
+    d["sepo"]["exploit_opponents"], d["sepo"]["pools"] = "best_response", ("train", "collusive")
+    with pytest.raises(ValueError, match="sepo.exploit_opponents: 'best_response' plays in the exploit pool"):
+        validate(ml_collections.ConfigDict(d))
 
 
 def test_exploit_opponents_best_response_trains_against_the_exact_best_response_alone():
