@@ -95,7 +95,9 @@ def test_sigkill_then_rerun_of_the_same_command_ends_where_an_uninterrupted_run_
     assert [r["step"] for r in read(folder / "metrics.jsonl")] == [4, 5, 6, 7]
     last = read(folder / "metrics.jsonl")[-1]
     assert f"final metrics (step 7, the last line of {folder / 'metrics.jsonl'}):" in out
-    assert f"payoff={last['payoff']:.4f}" in out and f"--workdir=runs/{folder.name}" in out
+    # the main command trains against the exploit pool alone: its headline metrics are these two
+    assert f"exploit_pool_advantage={last['exploit_pool_advantage']:.4f} nash_conv={last['nash_conv']:.4f}" in out
+    assert f"--workdir=runs/{folder.name}" in out
     # a third run of the command finds the run complete: test_evaluate.py's rerun test (in-process: ~2 s, not ~20)
 
 
