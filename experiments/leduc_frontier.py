@@ -4,7 +4,7 @@ Leduc hold'em from the untrained embedded model (no warm start: nothing imitated
 Settings (`SETTINGS`): the paper's three pools and rewards at lambda_e 0 / 1.5 / 15 with `credited` and
 `exact` credit, and the variant that finds Kuhn's equilibrium (`configs/kuhn.py`: exact credit against the
 exact best response alone, per-round signed exploit charges, no std division, no KL anchor, a cosine-decayed
-learning rate). Each runs `python -m sepo_jax.train --config=configs/leduc.py ...` in its own workdir (a rerun
+learning rate), the latter also after the paper tables' warm start on the demonstrators (`br_warm`). Each runs `python -m sepo_jax.train --config=configs/leduc.py ...` in its own workdir (a rerun
 resumes it, or skips it when its record exists), then `python -m sepo_jax.evaluate` against every pool.
 
 Writes `experiments/results/leduc_frontier.md` (per setting: NashConv at the start, the end and its minimum,
@@ -28,13 +28,15 @@ from sepo_jax.plots import pyplot, read_metrics  # noqa: E402
 BR = ["--config.sepo.pools=('exploit',)", "--config.sepo.exploit_opponents=best_response",
       "--config.sepo.exploit_signal=round", "--config.grpo.scale_std=False", "--config.grpo.beta=0.0",
       "--config.grpo.learning_rate=3e-4", "--config.grpo.lr_schedule=cosine", "--config.rollout.groups_per_opponent=4"]
-SETTINGS = {"br": BR}
+SCRATCH = ["--config.sft.steps=0"]
+WARM = ["--config.sft.steps=100", "--config.sft.episodes=32", "--config.sft.expert=demonstrators"]  # paper_tables'
+SETTINGS = {"br": SCRATCH + BR, "br_warm": WARM + BR}
 for credit in ("credited", "exact"):
     for lam_e in ("0", "1.5", "15"):
-        SETTINGS[f"paper_{credit}_{lam_e}"] = [f"--config.sepo.credit={credit}", f"--config.sepo.lambda_e={lam_e}",
-                                               "--config.grpo.learning_rate=3e-4"]
-COMMON = ["--config.sft.steps=0", "--config.rollout.common_chance=True", "--config.rollout.learner_seat=-1",
-          "--config.log_every=10", "--config.checkpoint_every=100"]
+        SETTINGS[f"paper_{credit}_{lam_e}"] = SCRATCH + [f"--config.sepo.credit={credit}",
+                                                         f"--config.sepo.lambda_e={lam_e}", "--config.grpo.learning_rate=3e-4"]
+COMMON = ["--config.rollout.common_chance=True", "--config.rollout.learner_seat=-1", "--config.log_every=10",
+          "--config.checkpoint_every=100"]
 EVAL_KEYS = ("payoff", "exploit_pool_advantage", "robust", "collusion", "safety", "nra", "nash_conv")
 
 
@@ -47,7 +49,7 @@ def figure(records: dict, curves: dict, path: str) -> None:
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, lines in curves.items():
-        a.plot([r["step"] for r in lines], [r["nash_conv"] for r in lines], lw=1.1, label=name)
+        a.plot([r["step"] - lines[0]["step"] + 1 for r in lines], [r["nash_conv"] for r in lines], lw=1.1, label=name)
         e = records[name]["eval"]
         b.scatter(e["payoff"], e["nash_conv"], s=30)
         b.annotate(name, (e["payoff"], e["nash_conv"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -59,7 +61,7 @@ def figure(records: dict, curves: dict, path: str) -> None:
     b.set_xlabel("payoff per hand against the training pool (evaluation)")
     b.set_ylabel("exact NashConv at the end")
     b.grid(alpha=0.3)
-    fig.suptitle("Leduc hold'em from the untrained model: SEPO settings", fontsize=10)
+    fig.suptitle("Leduc hold'em: SEPO settings from the untrained model (br_warm: from the demonstrators)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -79,22 +81,25 @@ def main():
     records = {n: run(n, args.steps, args.root, args.episodes) for n in done}
     curves = {n: read_metrics(os.path.join(args.root, n, "metrics.jsonl")) for n in done}
     figure(records, curves, args.out + ".png")
-    rows = ["| setting | steps | NashConv at step 1 | at the end | lowest | " + " | ".join(f"eval {k}" for k in EVAL_KEYS)
+    rows = ["| setting | SEPO steps | NashConv at the first SEPO step | at the end | lowest | " + " | ".join(f"eval {k}" for k in EVAL_KEYS)
             + " | SEPO min |", "|---|" + "---:|" * (5 + len(EVAL_KEYS))]
     for n in done:
         nc = [r["nash_conv"] for r in curves[n]]
         e = records[n]["eval"]
-        rows.append(f"| {n} | {curves[n][-1]['step']} | {nc[0]:.3f} | {nc[-1]:.3f} | {min(nc):.3f} | "
+        rows.append(f"| {n} | {curves[n][-1]['step'] - curves[n][0]['step'] + 1} | {nc[0]:.3f} | {nc[-1]:.3f} | {min(nc):.3f} | "
                     + " | ".join(f"{e[k]:.3f}" for k in EVAL_KEYS) + f" | {curves[n][-1]['time'] / 60:.1f} |")
     text = "\n".join([
-        *report_header("Leduc hold'em: SEPO settings from the untrained model",
-                       f"python experiments/leduc_frontier.py --settings {' '.join(args.settings)} --steps {args.steps}",
+        *report_header("Leduc hold'em: SEPO settings from the untrained model and from the demonstrators",
+                       "python experiments/leduc_frontier.py --settings NAME ... --steps N (each setting's steps in "
+                       "its row; the latest invocation: --settings "
+                       f"{' '.join(args.settings)} --steps {args.steps})",
                        "one core per run while other work ran on the other.", records),
         "Each setting's training command: `" + "`; `".join(f"{n}: {records[n]['command']}" for n in done) + "`.", "",
         "Settings: `br` = configs/kuhn.py's variant (exact credit against the exact best response alone, per-round "
         "signed exploit charges, no std division, no KL anchor, cosine-decayed learning rate 3e-4, 4 groups of 4); "
         "`paper_CREDIT_LAMBDA` = the paper's three pools and rewards with that credit mode and lambda_e, learning rate "
-        "3e-4. All: no warm start, common chance within a group, learner seats alternating between groups. NashConv "
+        "3e-4; `br_warm` = `br` after the paper tables' warm start (100 supervised steps of 32 episodes on the "
+        "paper's demonstrators). All others: no warm start. All: common chance within a group, learner seats alternating between groups. NashConv "
         "is exact over Leduc's 936 information sets (each seat's best-response value summed); the evaluation's "
         "metrics are per hand against every pool; 'SEPO min' is the SEPO phase's time without compiles.", "", *rows, "",
         f"![Leduc frontier]({os.path.basename(args.out)}.png)"])

@@ -7,8 +7,11 @@ Writes `experiments/results/main_command.md` (per seed: exact NashConv at the st
 first reached 0.03 and from which step it stayed <= 0.02, SEPO and wall seconds, the evaluation's metrics
 against every pool) and `main_command.png`: exact NashConv over the steps of every seed, beside the paper's
 SEPO modes from the demonstrator warm start (`experiments/results/paper_tables/kuhn.json`, when present).
+`--frequencies S` also trains seed S again keeping a checkpoint every 50 steps (the same trajectory), evaluates
+every one and keeps its card-conditioned bet/call frequencies over training against the equilibrium family
+(`main_command_frequencies.png`, `python -m sepo_jax.evaluate --plots`).
 
-    python experiments/main_command.py --seeds 0 1 2 3 4
+    python experiments/main_command.py --seeds 0 1 2 3 4 --frequencies 3
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -117,7 +121,13 @@ def main():
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--root", default="runs/main-command")
     p.add_argument("--out", default="experiments/results/main_command")
+    p.add_argument("--frequencies", type=int, default=None, metavar="SEED", help="bet/call frequencies over training")
     args = p.parse_args()
+    if args.frequencies is not None:
+        workdir = os.path.join(args.root, f"seed{args.frequencies}-every50")
+        train_and_evaluate(workdir, "configs/kuhn.py", [f"--config.seed={args.frequencies}", "--config.checkpoint_every=50",
+                                                       "--config.keep_checkpoints=21"], ["--steps=all", "--plots"])
+        shutil.copy(os.path.join(workdir, "plots", "kuhn_frequencies.png"), args.out + "_frequencies.png")
     records = {s: train_and_evaluate(os.path.join(args.root, f"seed{s}"), "configs/kuhn.py", [f"--config.seed={s}"])
                for s in args.seeds}
     curves = {s: read_metrics(os.path.join(args.root, f"seed{s}", "metrics.jsonl")) for s in args.seeds}

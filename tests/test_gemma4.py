@@ -218,7 +218,8 @@ def test_lora_starts_as_the_base_model_and_merges_out_of_export(tiny, tok, tmp_p
         save_hf(model, tok, tmp_path / "x")
 
 
-@pytest.mark.parametrize("lora_rank", [pytest.param(4, marks=pytest.mark.slow), 0])  # LoRA: slow suite (time)
+@pytest.mark.slow  # time: ~50 s; the default suite checks the family's logits, cache and LoRA, the trainer on the others
+@pytest.mark.parametrize("lora_rank", [4, 0])
 def test_a_sepo_step_trains_a_tiny_gemma4(lora_rank, tok):
     """LoRA and full fine-tuning: the trainer takes the model object as it is."""
     from sepo_jax.config import default_config, settings

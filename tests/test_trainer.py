@@ -338,6 +338,7 @@ def test_microbatched_update_equals_the_whole_batch():
         trainer.build(settings(c))
 
 
+@pytest.mark.slow  # time: ~45 s (six compiles)
 def test_bfloat16_step_tracks_the_float32_step():
     """`model.dtype=bfloat16` computes in bf16 over float32 master weights and Adam state; its
     log-probs and losses stay within a stated tolerance of the float32 step from the same weights."""
