@@ -61,6 +61,12 @@ def table(results: dict, episodes: int) -> str:
     return "\n".join(lines)
 
 
+def _commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    return head + (" + uncommitted changes" if dirty.strip() else "")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--games", nargs="+", default=list(GAMES), choices=GAMES)
@@ -80,7 +86,7 @@ def main():
         if game in data["results"]:
             continue
         print(f"{game}: evaluating SmolLM2-135M-Instruct ({args.episodes} episodes per opponent)...", flush=True)
-        data["results"][game] = evaluate(game, args.episodes, args.seed)
+        data["results"][game] = {**evaluate(game, args.episodes, args.seed), "commit": _commit()}
         print(f"{game}: {data['results'][game]['metrics']} ({data['results'][game]['seconds']:.0f} s)", flush=True)
         with open(path + ".tmp", "w") as f:
             json.dump(data, f, indent=1)
@@ -88,11 +94,14 @@ def main():
     if not args.report_only:
         data["load"].append(f"after: {_uptime()}")
     missing = [g for g in GAMES if g not in data["results"]]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     order = {g: data["results"][g] for g in GAMES if g in data["results"]}
+    commits = {}
+    for g, r in order.items():  # the first games were evaluated before the script recorded its commit
+        commits.setdefault(r.get("commit", "6a2aa34 with this script, then uncommitted"), []).append(g)
     text = "\n".join([
         "# Base row: SmolLM2-135M-Instruct, untrained, zero-shot", "",
-        f"Command: `python experiments/smollm2_base.py --episodes {args.episodes} --seed {args.seed}` (commit {commit})", "",
+        f"Command: `python experiments/smollm2_base.py --episodes {args.episodes} --seed {args.seed}` (evaluated at "
+        + "; ".join(f"{c}: {', '.join(gs)}" for c, gs in commits.items()) + ")", "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}; "
         + "; ".join(data["load"]), "",
         f"{args.episodes} sampled episodes per opponent of every pool (small samples: payoffs carry a standard "
