@@ -1,10 +1,12 @@
 """Leduc's safety frontier (issue 14 item 2): exact NashConv against training-pool payoff for SEPO settings on
-Leduc hold'em from the untrained embedded model (no warm start: nothing imitated), through the training CLI.
+Leduc hold'em from the untrained embedded model (nothing imitated) and, for one setting, from the paper's
+demonstrator warm start, through the training CLI.
 
 Settings (`SETTINGS`): the paper's three pools and rewards at lambda_e 0 / 1.5 / 15 with `credited` and
 `exact` credit, and the variant that finds Kuhn's equilibrium (`configs/kuhn.py`: exact credit against the
 exact best response alone, per-round signed exploit charges, no std division, no KL anchor, a cosine-decayed
-learning rate), the latter also after the paper tables' warm start on the demonstrators (`br_warm`). Each runs `python -m sepo_jax.train --config=configs/leduc.py ...` in its own workdir (a rerun
+learning rate), the latter also after the paper tables' warm start on the demonstrators (`br_warm`). Each
+runs `python -m sepo_jax.train --config=configs/leduc.py ...` in its own workdir (a rerun
 resumes it, or skips it when its record exists), then `python -m sepo_jax.evaluate` against every pool.
 
 Writes `experiments/results/leduc_frontier.md` (per setting: NashConv at the start, the end and its minimum,
@@ -81,7 +83,8 @@ def main():
     records = {n: run(n, args.steps, args.root, args.episodes) for n in done}
     curves = {n: read_metrics(os.path.join(args.root, n, "metrics.jsonl")) for n in done}
     figure(records, curves, args.out + ".png")
-    rows = ["| setting | SEPO steps | NashConv at the first SEPO step | at the end | lowest | " + " | ".join(f"eval {k}" for k in EVAL_KEYS)
+    rows = ["| setting | SEPO steps | NashConv at the first SEPO step | at the end | lowest | "
+            + " | ".join(f"eval {k}" for k in EVAL_KEYS)
             + " | SEPO min |", "|---|" + "---:|" * (5 + len(EVAL_KEYS))]
     for n in done:
         nc = [r["nash_conv"] for r in curves[n]]
@@ -99,8 +102,9 @@ def main():
         "signed exploit charges, no std division, no KL anchor, cosine-decayed learning rate 3e-4, 4 groups of 4); "
         "`paper_CREDIT_LAMBDA` = the paper's three pools and rewards with that credit mode and lambda_e, learning rate "
         "3e-4; `br_warm` = `br` after the paper tables' warm start (100 supervised steps of 32 episodes on the "
-        "paper's demonstrators). All others: no warm start. All: common chance within a group, learner seats alternating between groups. NashConv "
-        "is exact over Leduc's 936 information sets (each seat's best-response value summed); the evaluation's "
+        "paper's demonstrators). All others: no warm start. All: common chance within a group, learner seats "
+        "alternating between groups. NashConv is exact over Leduc's 936 information sets (each seat's best-response "
+        "value summed); the evaluation's "
         "metrics are per hand against every pool; 'SEPO min' is the SEPO phase's time without compiles.", "", *rows, "",
         f"![Leduc frontier]({os.path.basename(args.out)}.png)"])
     with open(args.out + ".md", "w") as f:
